@@ -1,0 +1,171 @@
+"""Shared benchmark utilities: thread pinning, interleaved timing, GEMM rate, tables.
+
+Benchmarks compare neurosim with peers (NumPy, PyTorch) in one process, so every library must
+use the same number of threads: :func:`pin_threads` limits the BLAS and OpenMP pools through
+threadpoolctl and sets PyTorch's intra-op threads. Shared machines are noisy, so
+:func:`interleaved` times the candidates in alternating rounds and reports medians: slow
+phases of the machine then hit every candidate alike and the ratios stay meaningful.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def pin_threads(n: int):
+    """Limit BLAS/OpenMP pools (threadpoolctl) and PyTorch (if imported) to ``n`` threads."""
+    from threadpoolctl import threadpool_limits
+
+    torch_threads = None
+    torch = _torch_if_loaded()
+    if torch is not None:
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(n)
+    with threadpool_limits(limits=n):
+        try:
+            yield
+        finally:
+            if torch is not None:
+                torch.set_num_threads(torch_threads)
+
+
+def _torch_if_loaded():
+    import sys
+
+    return sys.modules.get("torch")
+
+
+def try_import_torch():
+    """PyTorch, or None when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def time_calls(fn: Callable[[], object], n: int) -> list[float]:
+    """Wall-clock seconds of ``n`` consecutive calls of ``fn``, one sample per call."""
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
+def interleaved(candidates: dict[str, Callable[[], object]], *, samples: int = 60,
+                rounds: int = 6, warmup: int = 5, max_seconds: float = 60.0,
+                per_call: dict[str, int] | None = None) -> dict[str, dict]:
+    """Time several candidates in alternating rounds.
+
+    Parameters
+    ----------
+    candidates : dict of name -> callable
+        Each call runs one unit of work (e.g. one training step).
+    samples : int
+        Samples per candidate in total (split over ``rounds``); at least 50 for the reports.
+    rounds : int
+        Rounds of alternation.
+    warmup : int
+        Untimed calls per candidate before the first round.
+    max_seconds : float
+        Stop adding rounds (keeping at least one) once a candidate has used this much time.
+    per_call : dict of name -> int, optional
+        Units of work per call (e.g. steps per call); samples are divided by it.
+
+    Returns
+    -------
+    dict of name -> {"median", "q1", "q3", "n"} (seconds per unit of work)
+    """
+    per_call = per_call or {}
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    per_round = max(1, -(-samples // rounds))
+    collected = {name: [] for name in candidates}
+    spent = dict.fromkeys(candidates, 0.0)
+    for r in range(rounds):
+        for name, fn in candidates.items():
+            if r > 0 and spent[name] > max_seconds:
+                continue
+            got = time_calls(fn, per_round)
+            spent[name] += sum(got)
+            k = per_call.get(name, 1)
+            collected[name].extend(t / k for t in got)
+    out = {}
+    for name, values in collected.items():
+        q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+        out[name] = {"median": statistics.median(values), "q1": q[0], "q3": q[2],
+                     "n": len(values)}
+    return out
+
+
+def gemm_rates(n: int = 2048, threads: int = 2, repeats: int = 7) -> dict[str, float]:
+    """Float32 GEMM rate (FLOP/s) of an ``n x n x n`` product through each available BLAS.
+
+    Keys: ``"numba"`` (``np.dot`` inside ``@njit``: the BLAS neurosim's kernels call, SciPy's),
+    ``"numpy"`` and, when installed, ``"torch"``. Medians of ``repeats`` after a warm-up.
+    """
+    from numba import njit
+
+    @njit(cache=True)
+    def _dot(a, b, out):
+        np.dot(a, b, out)
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n)).astype(np.float32)
+    b = rng.standard_normal((n, n)).astype(np.float32)
+    out = np.empty((n, n), np.float32)
+    flops = 2.0 * n**3
+    fns = {"numba": lambda: _dot(a, b, out), "numpy": lambda: np.matmul(a, b, out=out)}
+    torch = try_import_torch()
+    if torch is not None:
+        ta, tb, tout = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out)
+        fns["torch"] = lambda: torch.mm(ta, tb, out=tout)
+    with pin_threads(threads):
+        res = interleaved(fns, samples=repeats * 3, rounds=3, warmup=2)
+    return {name: flops / r["median"] for name, r in res.items()}
+
+
+def machine_summary(threads: int) -> str:
+    """One line describing the machine and library versions."""
+    import numba
+
+    parts = [platform.processor() or platform.machine(), f"{os.cpu_count()} cpus",
+             f"threads={threads}", f"numpy {np.__version__}", f"numba {numba.__version__}"]
+    torch = try_import_torch()
+    if torch is not None:
+        parts.append(f"torch {torch.__version__}")
+    with contextlib.suppress(Exception):
+        load = os.getloadavg()[0]
+        parts.append(f"load {load:.1f}")
+    return ", ".join(parts)
+
+
+def format_table(headers: list[str], rows: list[list[object]]) -> str:
+    """A Markdown table (numbers already formatted by the caller)."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |"
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    body = ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |"
+            for r in cells]
+    return "\n".join([line, rule, *body])
+
+
+def fmt_time(seconds: float) -> str:
+    """Seconds as a short string in us / ms / s."""
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} us"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"

@@ -1,0 +1,537 @@
+"""The ``device="cuda"`` side of the models: device buffers, training runs and record transfers.
+
+Imported only when a model runs on CUDA (it imports ``numba.cuda``). A training run uploads the
+parameters, optimizer state, data and workspaces once; every step then runs on the device, and
+only what :class:`~neurosim.history.History` records comes back, one epoch at a time. The trained
+parameters are copied into the model's host buffers when the run ends (:meth:`sync`).
+
+Single calls (``forward``, ``gradients``, ``steady_state``, ``simulate``) copy the parameters
+over, run on the device and return host arrays; the host buffers stay the parameters' home.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda
+
+from .kernels.cuda import dense as _gd
+from .kernels.cuda import mlp_train as _gt
+from .kernels.cuda._launch import BLOCK_1D, grid_1d
+
+# ------------------------------------------------------------------------------------ MLP
+
+
+def _mlp_workspace(net, nb, masks):
+    """Device twins of ``net._workspace(nb, masks)`` and ``net._backward_workspace(nb)``."""
+    dt = net.dtype
+    size = nb * net._units
+    H = cuda.device_array(size, dt)
+    U = cuda.device_array(size, dt)
+    A = cuda.device_array(size, dt) if net._separate else U
+    XH = cuda.device_array(size if net.batchnorm else 0, dt)
+    ST = cuda.device_array(net._n_stat, dt)
+    MK = cuda.device_array(size if masks else 0, dt)
+    scratch = nb * net._max_width
+    back = (cuda.device_array(size, dt), cuda.device_array(scratch, dt),
+            cuda.device_array(scratch, dt), cuda.device_array(scratch if net.batchnorm else 0,
+                                                              dt))
+    return (H, U, A, XH, ST, MK), back
+
+
+def _host(ws):
+    return tuple(w.copy_to_host() for w in ws)
+
+
+def mlp_run_forward(net, X, training, masks, eps):
+    """Device twin of ``MLP._run_forward``: (output, host copies of the forward workspaces)."""
+    nb = X.shape[0]
+    use_masks = training and net.dropout > 0
+    ws, _ = _mlp_workspace(net, nb, use_masks)
+    if use_masks:  # the host draws (or takes) the masks, as on the CPU, and sends them over
+        MK = np.empty(ws[5].shape[0], net.dtype)
+        net._fill_masks(MK, nb, masks)
+        ws[5].copy_to_device(MK)
+    out = _gd.mlp_forward(net.layout, net.act_params, cuda.to_device(net.params),
+                          cuda.to_device(X), training, eps, cuda.to_device(net.bn_state), *ws)
+    host = _host(ws)
+    if ws[2] is ws[1]:
+        host = (host[0], host[1], host[1], *host[3:])
+    return out.copy_to_host(), host
+
+
+def mlp_forward_backward(net, X, Y, loss_code, training, masks, eps):
+    """Device twin of the compute in ``MLP.gradients``: (loss, forward ws, backward ws, grad)."""
+    nb = X.shape[0]
+    use_masks = training and net.dropout > 0
+    ws, back = _mlp_workspace(net, nb, use_masks)
+    if use_masks:
+        MK = np.empty(ws[5].shape[0], net.dtype)
+        net._fill_masks(MK, nb, masks)
+        ws[5].copy_to_device(MK)
+    grad = cuda.to_device(np.zeros_like(net.params))
+    loss = _gd.forward_backward(net.layout, net.act_params, cuda.to_device(net.params),
+                                cuda.to_device(X), cuda.to_device(Y), loss_code, training, eps,
+                                cuda.to_device(net.bn_state), *ws, *back, grad)
+    return loss, _host(ws), _host(back), grad.copy_to_host()
+
+
+class CudaMLPTrainer:
+    """Minibatch training of one MLP on the device (the CUDA twin of ``MLPTrainer``).
+
+    Same constructor and interface as :class:`neurosim.train.MLPTrainer`; dropout masks come
+    from a device generator seeded from the run's seed. Call :meth:`sync` to copy the trained
+    parameters and batch-norm statistics back into ``net`` (``train`` does at the end).
+    """
+
+    def __init__(self, net, X, Y, optimizer="sgd", lr=0.01, batch_size=32, loss="mse",
+                 clip_norm=None, clip_value=None, weight_decay=0.0, record_every=1, seed=0,
+                 **optimizer_params):
+        from . import losses as _losses
+        from . import optim as _optim
+        from ._validation import check_int, check_nonnegative, check_positive
+        from .ann import BN_EPS, MLP
+        from .train import _checked_pair, _optional_positive
+
+        if not isinstance(net, MLP):
+            raise TypeError(f"net must be a neurosim MLP, got {type(net).__name__}")
+        self.optimizer = _optim.get(optimizer, **optimizer_params)
+        self.loss = _losses.get(loss)
+        self.lr = check_positive("lr", lr)
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+        self.clip_norm = _optional_positive("clip_norm", clip_norm)
+        self.clip_value = _optional_positive("clip_value", clip_value)
+        self.weight_decay = check_nonnegative("weight_decay", weight_decay)
+        self.record_every = check_int("record_every", record_every, minimum=1)
+        seed = check_int("seed", seed, minimum=0)
+        X, Y = _checked_pair(net, X, Y, "X", "Y")
+        self.net = net
+        self.n = X.shape[0]
+        self.batch = min(batch_size, self.n)
+        order_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
+        self._order_rng = np.random.default_rng(order_seq)
+        dt = net.dtype
+        self.params = cuda.to_device(net.params)
+        self.bn_state = cuda.to_device(net.bn_state)
+        self.X = cuda.to_device(X)
+        self.Y = cuda.to_device(Y)
+        self._grad = cuda.to_device(np.zeros_like(net.params))
+        self._s1, self._s2 = (cuda.to_device(s) for s in
+                              self.optimizer.init_state(net.n_params, dt))
+        self._hyper = self.optimizer.hyper_array(dt)
+        self._rng = _gd.device_rng(np.random.default_rng(dropout_seq))
+        self._XB = cuda.device_array((self.batch, net.sizes[0]), dt)
+        self._YB = cuda.device_array((self.batch, net.sizes[-1]), dt)
+        self._ws, self._back = _mlp_workspace(net, self.batch, net.dropout > 0)
+        self._work = _gt.train_workspace(net.layout, self.batch, dt)
+        self._bn_eps = dt.type(BN_EPS)
+        self.step = 0
+        self.diverged = False
+        self.diverged_step = None
+        self._records = []
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.n / self.batch)
+
+    def run_epoch(self) -> int:
+        """Run one epoch on the device; returns the steps applied (waits for the device once)."""
+        from .ann import BN_MOMENTUM
+
+        if self.diverged:
+            return 0
+        net = self.net
+        first = -(-self.step // self.record_every) * self.record_every
+        last = self.step + self.steps_per_epoch - 1
+        n_rec = max(0, (last - first) // self.record_every + 1)
+        L = net.n_layers
+        dt = net.dtype
+        rec_steps = np.zeros(n_rec, np.int64)
+        rec = (cuda.device_array(max(n_rec, 1), dt), cuda.device_array((max(n_rec, 1), L), dt),
+               cuda.device_array((max(n_rec, 1), L), dt))
+        order = self._order_rng.permutation(self.n).astype(np.int64)
+        done, recorded, diverged = _gt.train_epoch(
+            net.layout, net.act_params, self.params, self._grad, self.X, self.Y, order,
+            self.batch, self.loss.code, self.optimizer.code, self.lr, self._hyper, self._s1,
+            self._s2, self.step, self.weight_decay, self.clip_norm or 0.0,
+            self.clip_value or np.inf, net.dropout, self._rng, self._bn_eps, BN_MOMENTUM,
+            self.bn_state, self.record_every, rec_steps, *rec, 0, self._XB, self._YB,
+            *self._ws, *self._back, work=self._work)
+        loss, grad, delta = (r.copy_to_host()[:recorded].astype(np.float64) for r in rec)
+        self._records.append((rec_steps[:recorded], loss, grad, delta))
+        self.step += done
+        if diverged:
+            self.diverged = True
+            self.diverged_step = self.step
+        return done
+
+    def records(self):
+        """Recorded ``steps``, ``step_loss``, ``grad_norms`` (n, L), ``delta_norms`` (n, L)."""
+        L = self.net.n_layers
+        if not self._records:
+            return (np.zeros(0, np.int64), np.zeros(0), np.zeros((0, L)), np.zeros((0, L)))
+        return tuple(np.concatenate(parts) for parts in zip(*self._records, strict=True))
+
+    def sync(self):
+        """Copy the device parameters and batch-norm statistics into the model's buffers."""
+        self.params.copy_to_host(self.net.params)
+        if self.net.bn_state.size:
+            self.bn_state.copy_to_host(self.net.bn_state)
+
+    def evaluator(self, classify, n_max):
+        """A callable ``(X, Y) -> (loss, accuracy)`` in inference mode on the device."""
+        return _CudaEvaluator(self, classify, n_max)
+
+
+class _CudaEvaluator:
+    """Loss and accuracy of a whole data set on the device (twin of ``train._Evaluator``)."""
+
+    def __init__(self, trainer, classify, n_max):
+        from .ann import _FORWARD_CHUNK_VALUES
+
+        net = trainer.net
+        self.trainer = trainer
+        self.classify = classify
+        self.chunk = min(n_max, max(1, _FORWARD_CHUNK_VALUES // net._units))
+        self.ws, _ = _mlp_workspace(net, self.chunk, False)
+        self.G0 = cuda.device_array(self.chunk * net.sizes[-1], net.dtype)
+        self.work = _gt.train_workspace(net.layout, self.chunk, net.dtype)
+        self._data = {}
+
+    def _device(self, X, Y):
+        key = (id(X), id(Y))
+        if key not in self._data:  # each data set crosses over once per run
+            self._data[key] = (X, Y, cuda.to_device(X), cuda.to_device(Y))
+        return self._data[key][2:]
+
+    def __call__(self, X, Y):
+        tr = self.trainer
+        net = tr.net
+        dX, dY = self._device(X, Y)
+        return _gt.evaluate(net.layout, net.act_params, tr.params, dX, dY, tr.loss.code,
+                            self.classify, tr._bn_eps, tr.bn_state, self.chunk, *self.ws,
+                            self.G0, work=self.work)
+
+
+# ------------------------------------------------------------------------------ rate networks
+
+RATE_RULES_ON_CUDA = ("backprop", "feedback_alignment", "direct_feedback_alignment")
+
+
+def rate_relax_flat(model, X, R, tol, max_steps, Y, beta, a):
+    """Device twin of ``RateNetwork._relax_flat``: relaxes the host state ``R`` in place."""
+    from .kernels.cuda import rate as _gr
+
+    t = model.dtype.type
+    dX = cuda.to_device(X)
+    dR = cuda.to_device(R)
+    dH = cuda.device_array(R.shape[0], model.dtype)
+    dY = dX if Y is None else cuda.to_device(Y)
+    steps, residual = _gr.relax(model.activation.code, model._ap, cuda.to_device(model._params),
+                                model._w_off, model._b_off, model._sizes, dX, dR, dH, None,
+                                t(a), t(model.feedback_gain), dY, t(beta), t(tol), max_steps)
+    dR.copy_to_host(R)
+    return int(steps), float(residual)
+
+
+def rate_forward_flat(model, X, tol):
+    """Device twin of ``RateNetwork._forward_flat``: (H, R, residual or None) on the host.
+
+    The residual is None for a feedforward network (its fixed point is computed directly).
+    """
+    from .kernels.cuda import rate as _gr
+    from .kernels.cuda import rules as _gru
+
+    batch = X.shape[0]
+    n = batch * sum(model.sizes[1:])
+    params = cuda.to_device(model._params)
+    dX = cuda.to_device(X)
+    dH = cuda.device_array(n, model.dtype)
+    dR = cuda.to_device(np.zeros(n, model.dtype))
+    residual = None
+    if model.feedback is None:
+        _gr.feedforward(model.activation.code, model._ap, params, model._w_off, model._b_off,
+                        model._sizes, dX, dH, dR)
+    else:
+        t = model.dtype.type
+        _, residual = _gr.relax(model.activation.code, model._ap, params, model._w_off,
+                                model._b_off, model._sizes, dX, dR, dH, None,
+                                t(model.integration_coefficient), t(1.0), dX, t(0.0), t(tol),
+                                200000)
+        _gru.currents_and_slopes(model.activation.code, model._ap, params, model._w_off,
+                                 model._b_off, model._sizes, dX, dR, dH, None, t(1.0),
+                                 cuda.device_array(n, model.dtype))
+    return dH.copy_to_host(), dR.copy_to_host(), residual
+
+
+def rate_simulate(model, X, R, Z, a, feedback, steps, record_every, kind, scale, decay, rng,
+                  trace):
+    """Device twin of the ``simulate`` kernel call of ``RateNetwork.simulate`` (host arrays).
+
+    The noise comes from device states seeded by ``rng``; the trace crosses back in batches.
+    """
+    from .kernels.cuda import rate as _gr
+
+    noise = _gr.noise_rng(rng) if kind != _gr.NOISE_NONE else None
+    dR = cuda.to_device(R)
+    _gr.simulate(model.activation.code, model._ap, cuda.to_device(model._params), model._w_off,
+                 model._b_off, model._sizes, cuda.to_device(X), dR,
+                 cuda.device_array(R.shape[0], model.dtype), None, cuda.to_device(Z), a, feedback,
+                 steps, record_every, kind, scale, decay, noise, trace)
+    dR.copy_to_host(R)
+
+
+def recurrent_simulate(model, I, V, a, form, steps, record_every, kind, scale, decay, Z, rng,
+                       trace):
+    """Device twin of the kernel call of ``RecurrentRateNetwork.simulate`` (host arrays)."""
+    from .kernels.cuda import rate as _gr
+
+    noise = _gr.noise_rng(rng) if kind != _gr.NOISE_NONE else None
+    dV = cuda.to_device(V)
+    _gr.recurrent_simulate(model.activation.code, model._ap, cuda.to_device(model._J),
+                           cuda.to_device(I), dV, a, form, steps, record_every, kind, scale,
+                           decay, cuda.to_device(Z), noise, trace)
+    dV.copy_to_host(V)
+
+
+class _RateRun:
+    """Device buffers of one rate-network training run (feedforward network, BP / FA / DFA)."""
+
+    def __init__(self, model, rule, loss_code, feedback, batch, lr_w, momentum):
+        from .kernels import rules as _kr
+        from .kernels.cuda import optim as _go
+        from .kernels.cuda import reduce as _gred
+
+        self.model = model
+        self.rule = rule
+        self.loss_code = loss_code
+        dt = model.dtype
+        self.mode = {"backprop": _kr.BACKPROP, "feedback_alignment": _kr.FEEDBACK_ALIGNMENT,
+                     "direct_feedback_alignment": _kr.DIRECT_FEEDBACK_ALIGNMENT}[rule]
+        M, m_off = np.zeros(1, dt), np.zeros(model.n_layers, np.int64)
+        if feedback is not None:
+            M = np.ascontiguousarray(np.concatenate([m.ravel() for m in feedback]), dtype=dt)
+            m_off = np.cumsum([0] + [m.size for m in feedback[:-1]]).astype(np.int64)
+        self.M, self.m_off = cuda.to_device(M), m_off
+        self.params = cuda.to_device(model._params)
+        self.vel = cuda.to_device(np.zeros(model.n_params, dt))
+        self.lo, self.hi = cuda.to_device(model._lo), cuda.to_device(model._hi)
+        self.lr_w = lr_w
+        self.momentum = momentum
+        units = sum(model.sizes[1:])
+        self.batch = batch
+        self.H = cuda.device_array(batch * units, dt)
+        self.R = cuda.device_array(batch * units, dt)
+        self.delta = cuda.device_array(batch * units, dt)
+        self.signals = cuda.device_array(batch * units, dt) if rule != "backprop" else None
+        self.G = cuda.device_array(model.n_params, dt)
+        self.U = cuda.device_array(model.n_params, dt) if rule != "backprop" else self.G
+        self.E = cuda.device_array((batch, model.sizes[-1]), dt)
+        self.XB = cuda.device_array((batch, model.sizes[0]), dt)
+        self.YB = cuda.device_array((batch, model.sizes[-1]), dt)
+        self.control = _go.new_control(dt)
+        self.status = _go.new_status()
+        self.sumsq_work = cuda.device_array((2, _go.SUMSQ_PARTS), dt)
+        self.loss_work = cuda.device_array(batch, dt)
+        self.scratch_loss = cuda.device_array(1, dt)
+        w_off = np.asarray(model._w_off, np.int64)
+        w_size = np.array([a * b for a, b in zip(model.sizes[:-1], model.sizes[1:],
+                                                 strict=True)], np.int64)
+        self.w_starts, self.w_stops = cuda.to_device(w_off), cuda.to_device(w_off + w_size)
+        self.seg_work = _gred.segment_workspace(model.n_layers, dt)
+        self.row_work = cuda.device_array((model.n_layers, batch), dt)
+        self.widths = cuda.to_device(np.asarray(model.sizes[1:], np.int64))
+        self.state_starts = {}
+        self.order = None
+
+    def starts(self, nb):
+        if nb not in self.state_starts:
+            from .kernels.cuda.rate import state_offsets
+
+            self.state_starts[nb] = cuda.to_device(state_offsets(self.model._sizes, nb)[:-1])
+        return self.state_starts[nb]
+
+
+def _out_view(R, model, nb):
+    n_L = model.sizes[-1]
+    return R[R.shape[0] - nb * n_L:].reshape((nb, n_L))
+
+
+def _rate_eval(run, X, Y, classify, chunk=4096):
+    """(mean loss, accuracy) at the fixed point of a whole device data set (twin of _evaluate)."""
+    from .kernels.cuda import losses as _gl
+    from .kernels.cuda import rate as _gr
+
+    m = run.model
+    n = X.shape[0]
+    n_chunks = math.ceil(n / chunk)
+    losses = cuda.device_array(n_chunks, m.dtype)
+    hits = cuda.to_device(np.zeros(1, np.int64))
+    sizes = []
+    units = sum(m.sizes[1:])
+    H = cuda.device_array(min(chunk, n) * units, m.dtype)
+    R = cuda.device_array(min(chunk, n) * units, m.dtype)
+    for k, start in enumerate(range(0, n, chunk)):
+        nb = min(chunk, n - start)
+        Hc, Rc = H[:nb * units], R[:nb * units]
+        _gr.feedforward(m.activation.code, m._ap, run.params, m._w_off, m._b_off, m._sizes,
+                        X[start:start + nb], Hc, Rc)
+        out = _out_view(Rc, m, nb)
+        grad = cuda.device_array(out.shape, m.dtype)
+        _gl.loss_and_output_grad(run.loss_code, out, Y[start:start + nb], grad, loss_out=losses,
+                                 index=k)
+        if classify:
+            _gt._argmax_match_kernel[grid_1d(nb), BLOCK_1D](out, Y[start:start + nb], hits)
+        sizes.append(nb)
+    total = float(np.sum(losses.copy_to_host().astype(np.float64) * np.asarray(sizes, float)))
+    acc = int(hits.copy_to_host()[0]) / n if classify else np.nan
+    return total / n, acc
+
+
+def _angles(dots, nu, ng):
+    """Degrees between update and gradient per record and layer (NaN where undefined)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = dots / (nu * ng)
+        out = np.degrees(np.arccos(np.clip(c, -1.0, 1.0)))
+    bad = (nu == 0) | (ng == 0) | ~np.isfinite(nu) | ~np.isfinite(ng)
+    out[bad] = np.nan
+    return out
+
+
+def train_rate_network(model, task, *, rule, lr, epochs, batch_size, loss, seed, record_every,
+                       progress, momentum, rule_params):
+    """Device twin of :func:`neurosim.rules.train_rate_network` (arguments already checked).
+
+    Feedforward networks (``feedback=None``) with backprop, feedback alignment or direct
+    feedback alignment; returns the same :class:`~neurosim.history.History`.
+    """
+    from .history import History
+    from .kernels.cuda import losses as _gl
+    from .kernels.cuda import optim as _go
+    from .kernels.cuda import rate as _gr
+    from .kernels.cuda import reduce as _gred
+    from .kernels.cuda import rules as _gru
+    from .rules import LOSSES
+
+    Xtr, Ytr, Xte, Yte, kind = task
+    dt = model.dtype
+    feedback = None
+    if rule != "backprop":
+        feedback = model.feedback_matrices(rule, rule_params["feedback_scale"])
+    rng = np.random.default_rng(seed)
+    n = Xtr.shape[0]
+    batch = min(batch_size, n)
+    run = _RateRun(model, rule, LOSSES[loss], feedback, batch, np.asarray(lr), momentum)
+    dXtr, dYtr, dXte, dYte = (cuda.to_device(a) for a in (Xtr, Ytr, Xte, Yte))
+    L = model.n_layers
+    classify = kind == "classification"
+    per_epoch = {k: [] for k in ("loss", "test_loss", "accuracy", "test_accuracy")}
+    parts = []  # per epoch: steps, loss, gn, dn, sn, un, dots
+    step = 0
+    diverged, diverged_step = False, None
+    code, ap, sizes = model.activation.code, model._ap, model._sizes
+    w_off, b_off = model._w_off, model._b_off
+    epoch_iter = range(epochs)
+    if progress:
+        from tqdm.auto import tqdm
+
+        epoch_iter = tqdm(epoch_iter, desc=f"{rule}", unit="epoch")
+    for _epoch in epoch_iter:
+        order = rng.permutation(n).astype(np.int64)
+        dorder = cuda.to_device(order)
+        n_rec = sum(1 for s in range(step, step + math.ceil(n / batch)) if s % record_every == 0)
+        rows = max(n_rec, 1)
+        rec_loss = cuda.device_array(rows, dt)
+        rec = {k: cuda.device_array((rows, L), dt) for k in ("gn", "dn", "sn", "un", "dots")}
+        rec_steps = []
+        for start in range(0, n, batch):
+            nb = min(batch, n - start)
+            xb, yb = run.XB[:nb], run.YB[:nb]
+            _gt._gather_kernel[grid_1d(nb * (xb.shape[1] + yb.shape[1])), BLOCK_1D](
+                dXtr, dYtr, dorder, start, xb, yb)
+            units = nb * sum(model.sizes[1:])
+            H, R = run.H[:units], run.R[:units]
+            _gr.feedforward(code, ap, run.params, w_off, b_off, sizes, xb, H, R)
+            out = _out_view(R, model, nb)
+            E = run.E[:nb]
+            recording = step % record_every == 0
+            r = len(rec_steps)
+            if recording or rule == "backprop":
+                losses, li = (rec_loss, r) if recording else (run.scratch_loss, 0)
+                _gl.loss_and_output_grad(run.loss_code, out, yb, E, loss_out=losses, index=li,
+                                         work=run.loss_work[:nb])
+                _gru.backward(code, ap, run.params, w_off, b_off, sizes, run.M, run.m_off,
+                              _gru.BACKPROP, xb, H, R, E, run.delta[:units], run.G)
+            signals = run.delta[:units]
+            if rule != "backprop":
+                if not recording:
+                    _gl.loss_and_output_grad(run.loss_code, out, yb, E,
+                                             loss_out=run.scratch_loss, index=0,
+                                             work=run.loss_work[:nb])
+                signals = run.signals[:units]
+                _gru.backward(code, ap, run.params, w_off, b_off, sizes, run.M, run.m_off,
+                              run.mode, xb, H, R, E, signals, run.U)
+            if recording:
+                seg = (run.w_starts, run.w_stops)
+                _gred.segment_sumsq(run.G, *seg, rec["gn"], index=r, work=run.seg_work)
+                _gred.segment_sumsq(run.U, *seg, rec["un"], index=r, work=run.seg_work)
+                _gred.segment_sumsq(run.U, *seg, rec["dots"], index=r, squared=True,
+                                    work=run.seg_work, y=run.G)
+                starts = run.starts(nb)
+                _gt._delta_norms(run.delta[:units], starts, run.widths, nb, rec["dn"], r,
+                                 run.row_work, None, 0)
+                _gt._delta_norms(signals, starts, run.widths, nb, rec["sn"], r, run.row_work,
+                                 None, 0)
+                rec_steps.append(step)
+            _go.clipped_sumsq(run.U, np.inf, control=run.control, work=run.sumsq_work)
+            _go.stop_unless_finite(run.control, run.status, step)
+            _gru.apply_update(run.params, run.U, run.vel, momentum, run.lr_w, run.lr_w, w_off,
+                              b_off, sizes, run.lo, run.hi, model.bound_mode == "soft", True,
+                              status=run.status)
+            step += 1
+        status = run.status.copy_to_host()
+        keep = len(rec_steps)
+        if status[_go.STOP]:
+            diverged, diverged_step = True, int(status[_go.STOP_STEP])
+            keep = sum(1 for s in rec_steps if s <= diverged_step)
+            step = diverged_step
+        host = {k: v.copy_to_host()[:keep].astype(np.float64) for k, v in rec.items()}
+        parts.append((np.asarray(rec_steps[:keep], np.int64),
+                      rec_loss.copy_to_host()[:keep].astype(np.float64), host))
+        if diverged:
+            break
+        tr_loss, tr_acc = _rate_eval(run, dXtr, dYtr, classify)
+        te_loss, te_acc = _rate_eval(run, dXte, dYte, classify)
+        for key, value in zip(("loss", "test_loss", "accuracy", "test_accuracy"),
+                              (tr_loss, te_loss, tr_acc, te_acc), strict=True):
+            per_epoch[key].append(value)
+        if not np.isfinite(tr_loss):
+            diverged, diverged_step = True, step
+            break
+    run.params.copy_to_host(model._params)
+
+    def cat(key):
+        arrays = [p[2][key] for p in parts]
+        return np.concatenate(arrays) if arrays else np.zeros((0, L))
+
+    gn, un = cat("gn"), cat("un")
+    steps = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+    step_loss = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
+    return History(
+        loss=np.asarray(per_epoch["loss"], dtype=np.float64),
+        test_loss=np.asarray(per_epoch["test_loss"], dtype=np.float64),
+        accuracy=np.asarray(per_epoch["accuracy"], dtype=np.float64),
+        test_accuracy=np.asarray(per_epoch["test_accuracy"], dtype=np.float64),
+        steps=steps,
+        step_loss=step_loss,
+        grad_norms=gn,
+        delta_norms=cat("dn"),
+        signal_norms=cat("sn"),
+        update_norms=un,
+        angles=_angles(cat("dots"), un, gn),
+        diverged=diverged,
+        diverged_step=diverged_step,
+        epochs_run=len(per_epoch["loss"]),
+        rule=rule,
+    )

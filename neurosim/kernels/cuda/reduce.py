@@ -1,0 +1,179 @@
+"""Deterministic block reductions and the sum / sum-of-squares kernels built on them.
+
+Every reduction runs in a fixed order (strided per-thread partial sums, then a shared-memory tree
+of a power-of-two block), so the same inputs and launch give bit-identical results: no atomics.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+import numpy as np
+from numba import cuda
+
+from ._launch import (
+    BLOCK_REDUCE,
+    SIMULATOR,
+    check_float_arrays,
+    check_shape,
+    numba_float,
+    specialise,
+)
+
+#: blocks that share one segment in :func:`segment_sumsq`
+SEGMENT_PARTS = 2 if SIMULATOR else 64
+
+__all__ = ["block_sum", "block_max", "segment_sumsq", "segment_workspace"]
+
+
+@cuda.jit(device=True)
+def block_sum(sh, v):
+    """Sum of ``v`` over the block's threads, returned to every thread.
+
+    ``sh`` is a shared array with one slot per thread (a power of two); every thread of the block
+    must call this (it synchronises).
+    """
+    t = cuda.threadIdx.x
+    cuda.syncthreads()
+    sh[t] = v
+    cuda.syncthreads()
+    step = sh.shape[0] // 2
+    while step > 0:
+        if t < step:
+            sh[t] += sh[t + step]
+        cuda.syncthreads()
+        step //= 2
+    return sh[0]
+
+
+@cuda.jit(device=True)
+def block_max(sh, v):
+    """Maximum of ``v`` over the block's threads, returned to every thread (see block_sum)."""
+    t = cuda.threadIdx.x
+    cuda.syncthreads()
+    sh[t] = v
+    cuda.syncthreads()
+    step = sh.shape[0] // 2
+    while step > 0:
+        if t < step:
+            sh[t] = max(sh[t], sh[t + step])
+        cuda.syncthreads()
+        step //= 2
+    return sh[0]
+
+
+@specialise
+def _segment_partials_kernel(dtype_name):
+    dt = numba_float(dtype_name)
+    shape = (BLOCK_REDUCE,)
+
+    @cuda.jit
+    def kernel(x, y, starts, stops, partials):
+        # block (b, s) sums x * y (y = x when empty) over a strided share of segment s
+        sh = cuda.shared.array(shape, dt)
+        t = cuda.threadIdx.x
+        s = cuda.blockIdx.y
+        stride = cuda.gridDim.x * cuda.blockDim.x
+        other = y.shape[0] > 0
+        acc = dt(0.0)
+        for i in range(starts[s] + cuda.blockIdx.x * cuda.blockDim.x + t, stops[s], stride):
+            acc += x[i] * (y[i] if other else x[i])
+        total = block_sum(sh, acc)
+        if t == 0:
+            partials[s, cuda.blockIdx.x] = total
+
+    return kernel
+
+
+@specialise
+def _segment_finish_kernel(dtype_name):
+    dt = numba_float(dtype_name)
+    shape = (BLOCK_REDUCE,)
+
+    @cuda.jit
+    def kernel(partials, out, index, squared, guard, guard_index):
+        sh = cuda.shared.array(shape, dt)
+        t = cuda.threadIdx.x
+        s = cuda.blockIdx.x
+        acc = dt(0.0)
+        for b in range(t, partials.shape[1], cuda.blockDim.x):
+            acc += partials[s, b]
+        total = block_sum(sh, acc)
+        if t == 0:
+            value = total if squared else math.sqrt(total)
+            if guard.shape[0] > 0 and not math.isfinite(guard[guard_index]):
+                value = dt(math.nan)
+            out[index, s] = value
+
+    return kernel
+
+
+def segment_workspace(n_segments: int, dtype):
+    """Device workspace for :func:`segment_sumsq` (allocate once per run)."""
+    return cuda.device_array((n_segments, SEGMENT_PARTS), dtype=dtype)
+
+
+def segment_sumsq(x, starts, stops, out, index=0, squared=False, work=None, guard=None,
+                  guard_index=0, y=None):
+    """Per-segment sum of squares (or its square root) of a flat device vector.
+
+    Parameters
+    ----------
+    x : device array, shape (n,)
+        Flat vector (e.g. a model's flat gradient buffer).
+    starts, stops : device arrays of int64, shape (n_segments,)
+        Segment ``s`` is ``x[starts[s]:stops[s]]``.
+    out : device array, shape (n_rows, n_segments) or (n_segments,)
+        Row ``index`` receives the result (record buffers are filled row by row on the device).
+    index : int
+        Row of ``out`` to write (ignored for a 1-D ``out``).
+    squared : bool
+        Write the sum of squares instead of its square root (the Euclidean norm).
+    work : device array, shape (n_segments, SEGMENT_PARTS), optional
+        Workspace from :func:`segment_workspace`; allocated per call when omitted.
+    guard : device array, optional
+        When ``guard[guard_index]`` is not finite the results are NaN (a record of a step whose
+        loss was not finite, as on the CPU).
+    y : device array, shape (n,), optional
+        Sum ``x * y`` instead of ``x * x`` (per-segment dot products; use ``squared=True``).
+    """
+    check_float_arrays(("x", "out"), (x, out))
+    n_seg = starts.shape[0]
+    check_shape("stops", stops, (n_seg,))
+    if out.ndim == 1:
+        out, index = out.reshape(1, out.shape[0]), 0
+    if out.ndim != 2 or out.shape[1] != n_seg or not 0 <= index < out.shape[0]:
+        raise ValueError(
+            f"out has shape {tuple(out.shape)}; expected (rows > {index}, {n_seg}) for "
+            f"{n_seg} segments"
+        )
+    if n_seg == 0:
+        return
+    if work is None:
+        work = segment_workspace(n_seg, x.dtype)
+    check_shape("work", work, (n_seg, SEGMENT_PARTS))
+    name = np.dtype(x.dtype).name
+    if guard is None:
+        guard = _no_guard(name)
+    if y is None:
+        y = _no_guard(name)
+    else:
+        check_shape("y", y, x.shape)
+    _segment_partials_kernel(name)[(SEGMENT_PARTS, n_seg), BLOCK_REDUCE](x, y, starts, stops,
+                                                                          work)
+    _segment_finish_kernel(name)[n_seg, BLOCK_REDUCE](work, out, index, squared, guard,
+                                                      guard_index)
+
+
+@cache
+def _no_guard(dtype_name):
+    return cuda.device_array(0, dtype=dtype_name)
+
+
+def _signatures(dt, int_t, bool_t):
+    name, v, m = str(dt), dt[::1], dt[:, ::1]
+    iv = int_t[::1]
+    return [("segment_partials", _segment_partials_kernel(name).py_func, (v, v, iv, iv, m)),
+            ("segment_finish", _segment_finish_kernel(name).py_func,
+             (m, m, int_t, bool_t, v, int_t))]

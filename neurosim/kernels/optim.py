@@ -1,0 +1,185 @@
+"""Optimizer, clipping and gradient-norm kernels on a flat parameter buffer (one pass each).
+
+Every optimizer step works on the raw gradient ``g`` of the loss in this order:
+clip each entry to ``[-clip_value, clip_value]``, scale by ``gscale`` (global-norm clipping,
+computed by the caller from :func:`clipped_sumsq`), add ``weight_decay * p`` (L2 penalty
+``weight_decay / 2 * ||p||^2`` coupled into the gradient), then the rule (PyTorch's
+definitions; ``t`` counts steps from 1):
+
+==========  ==================================================================================
+sgd         ``p -= lr * g``
+momentum    ``v = mu v + g;  p -= lr * v``
+nesterov    ``v = mu v + g;  p -= lr * (g + mu v)``
+rmsprop     ``s = rho s + (1 - rho) g^2;  p -= lr * g / (sqrt(s) + eps)``
+adagrad     ``s += g^2;  p -= lr * g / (sqrt(s) + eps)``
+adam        ``m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+            p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)``
+==========  ==================================================================================
+
+A parameter whose new value would not be finite keeps its old value and is counted, so the
+caller can stop with every parameter at its last finite value.
+"""
+
+import numpy as np
+from numba import njit
+
+from .dense import N_IN, N_OUT, W_OFF
+from .scalar import like
+
+SGD = 0
+MOMENTUM = 1
+NESTEROV = 2
+RMSPROP = 3
+ADAGRAD = 4
+ADAM = 5
+
+# Positions in the hyper-parameter array.
+H_MOMENTUM = 0
+H_RHO = 1
+H_BETA1 = 2
+H_BETA2 = 3
+H_EPS = 4
+N_HYPER = 5
+
+# Reassociation lets LLVM vectorise the sums; no flag that assumes away NaN or inf.
+REDUCE_FASTMATH = {"reassoc", "contract"}
+UPDATE_FASTMATH = {"contract"}
+
+
+@njit(cache=True, error_model="numpy", fastmath=REDUCE_FASTMATH)
+def clipped_sumsq(grad, clip_value):
+    """Sum of squares of the value-clipped gradient, and whether every entry is finite.
+
+    Parameters
+    ----------
+    grad : ndarray, shape (P,)
+    clip_value : float
+        Entries are clipped to ``[-clip_value, clip_value]`` first (``inf``: no clipping).
+
+    Returns
+    -------
+    sumsq : float
+    finite : bool
+        False when some entry of ``grad`` is NaN or infinite.
+    """
+    total = like(grad, 0.0)
+    probe = like(grad, 0.0)
+    for i in range(grad.shape[0]):
+        g = grad[i]
+        probe += g * like(grad, 0.0)
+        c = min(max(g, -clip_value), clip_value)
+        total += c * c
+    return total, probe == like(grad, 0.0)
+
+
+@njit(cache=True, error_model="numpy", fastmath=REDUCE_FASTMATH)
+def sumsq(x):
+    """Sum of squares of a contiguous array (any shape)."""
+    flat = x.reshape(-1)
+    total = like(x, 0.0)
+    for i in range(flat.shape[0]):
+        total += flat[i] * flat[i]
+    return total
+
+
+@njit(cache=True, error_model="numpy", fastmath=REDUCE_FASTMATH)
+def weight_grad_norms(grad, layout, out):
+    """``out[l] = ||dL/dW_l||_F`` for every layer (weights only, not biases)."""
+    for l in range(layout.shape[0]):
+        start = layout[l, W_OFF]
+        total = like(grad, 0.0)
+        for i in range(start, start + layout[l, N_IN] * layout[l, N_OUT]):
+            total += grad[i] * grad[i]
+        out[l] = np.sqrt(total)
+
+
+@njit(cache=True, error_model="numpy", fastmath=UPDATE_FASTMATH)
+def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscale, clip_value):
+    """One optimizer update of the flat buffer ``params`` in place.
+
+    Parameters
+    ----------
+    code : int
+        Optimizer code (module constants).
+    params, grad : ndarray, shape (P,)
+    s1, s2 : ndarray, shape (P,)
+        Optimizer state (velocity / first moment, second moment); unused ones may be empty.
+    lr : float
+    hyper : ndarray, shape (N_HYPER,)
+        Hyper-parameters at the ``H_*`` positions, in the parameters' float type.
+    t : int
+        Step number, from 1 (Adam's bias correction).
+    weight_decay, gscale, clip_value : float
+        See the module docstring; ``clip_value = inf`` disables value clipping.
+
+    Returns
+    -------
+    int
+        Number of parameters whose update was not finite (they keep their old value).
+    """
+    one = like(params, 1.0)
+    lr = like(params, lr)
+    wd = like(params, weight_decay)
+    gs = like(params, gscale)
+    cv = like(params, clip_value)
+    mu = hyper[H_MOMENTUM]
+    eps = hyper[H_EPS]
+    bad = 0
+    n = params.shape[0]
+    if code == SGD:
+        for i in range(n):
+            p = params[i]
+            g = min(max(grad[i], -cv), cv) * gs + wd * p
+            new = p - lr * g
+            ok = new - new == 0
+            params[i] = new if ok else p
+            bad += not ok
+    elif code == MOMENTUM or code == NESTEROV:
+        nesterov = code == NESTEROV
+        for i in range(n):
+            p = params[i]
+            g = min(max(grad[i], -cv), cv) * gs + wd * p
+            v = mu * s1[i] + g
+            s1[i] = v
+            new = p - lr * (g + mu * v) if nesterov else p - lr * v
+            ok = new - new == 0
+            params[i] = new if ok else p
+            bad += not ok
+    elif code == RMSPROP:
+        rho = hyper[H_RHO]
+        for i in range(n):
+            p = params[i]
+            g = min(max(grad[i], -cv), cv) * gs + wd * p
+            s = rho * s1[i] + (one - rho) * g * g
+            s1[i] = s
+            new = p - lr * g / (np.sqrt(s) + eps)
+            ok = new - new == 0
+            params[i] = new if ok else p
+            bad += not ok
+    elif code == ADAGRAD:
+        for i in range(n):
+            p = params[i]
+            g = min(max(grad[i], -cv), cv) * gs + wd * p
+            s = s1[i] + g * g
+            s1[i] = s
+            new = p - lr * g / (np.sqrt(s) + eps)
+            ok = new - new == 0
+            params[i] = new if ok else p
+            bad += not ok
+    else:
+        b1 = hyper[H_BETA1]
+        b2 = hyper[H_BETA2]
+        c1 = like(params, 1.0 / (1.0 - np.float64(b1) ** t))
+        c2 = like(params, 1.0 / (1.0 - np.float64(b2) ** t))
+        for i in range(n):
+            p = params[i]
+            g = min(max(grad[i], -cv), cv) * gs + wd * p
+            m = b1 * s1[i] + (one - b1) * g
+            v = b2 * s2[i] + (one - b2) * g * g
+            s1[i] = m
+            s2[i] = v
+            new = p - lr * (m * c1) / (np.sqrt(v * c2) + eps)
+            ok = new - new == 0
+            params[i] = new if ok else p
+            bad += not ok
+    return bad

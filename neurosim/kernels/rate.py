@@ -1,0 +1,425 @@
+"""Rate-network kernels: layered feedforward map, relaxation, time courses, recurrent networks.
+
+Layered networks keep their parameters in one flat buffer: layer ``l`` (0-based) has its weight
+matrix ``W_l`` of shape ``(sizes[l], sizes[l+1])`` at ``params[w_off[l]:]`` (C order) and its
+bias ``b_l`` at ``params[b_off[l]:]``. Layer states (input currents ``H`` and rates ``R``) live in
+flat buffers too: layer ``l`` occupies ``batch * sizes[l+1]`` entries starting at
+``batch * (sizes[1] + ... + sizes[l])``, viewed as a C-ordered ``(batch, sizes[l+1])`` matrix.
+
+Dynamics of layer ``l`` (``r_0 = X`` clamped)::
+
+    tau dr_l/dt = -r_l + F(h_l),   h_l = r_{l-1} W_l + b_l + feedback * r_{l+1} W_{l+1}^T + I_l
+
+Both integrators are the update ``r <- r + a (F(h) - r)``: forward Euler has ``a = dt / tau``,
+exponential Euler ``a = 1 - exp(-dt / tau)`` (exact for constant ``h``). With ``0 < a <= 1`` every
+new rate is a convex combination of the old rate and ``F(h)``, so rates never leave the range of
+``F``. All currents ``h`` of a step are computed from the rates at the start of the step.
+
+With ``feedback = 1`` the network is the layered energy-based (continuous Hopfield) network of
+equilibrium propagation: symmetric couplings make ``E(r) = sum_i int^{r_i} F^{-1} - sum_l r_{l-1}
+W_l r_l - sum_l b_l r_l`` a Lyapunov function of the dynamics. A nudge ``beta`` adds
+``beta * (y - r_L)`` to the output currents (the gradient of ``-beta/2 ||r_L - y||^2``).
+
+Every kernel keeps the floating type of its arrays (float32 or float64).
+"""
+
+import numpy as np
+from numba import njit
+
+from .activations import LOGISTIC, dphi, phi
+from .scalar import like
+
+NOISE_NONE = 0
+NOISE_WHITE = 1
+NOISE_OU = 2
+
+FORM_CURRENT = 0
+FORM_RATE = 1
+
+
+@njit(cache=True, inline="always")
+def _mat(buf, off, rows, cols):
+    return buf[off:off + rows * cols].reshape((rows, cols))
+
+
+@njit(cache=True, inline="always")
+def _vec(buf, off, n):
+    return buf[off:off + n]
+
+
+# exp(x) = 2^k exp(r), k = round(x / ln 2), |r| <= ln(2) / 2; Taylor to degree 13 leaves a
+# truncation error below 2e-17, so the result is within about one ulp of the true value.
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+_ROUND = 6755399441055744.0  # 1.5 * 2^52: adding it rounds to an integer held in the low bits
+_CHUNK = 1024
+
+
+@njit(cache=True, error_model="numpy")
+def _exp_chunk(U, T, n):
+    """``U[:n] <- exp(U[:n])`` on float64 buffers, in loops LLVM vectorises (libm's exp is
+    scalar). Arguments are clamped to [-708, 709], which keeps 2^k a normal number; NaN stays
+    NaN."""
+    for i in range(n):
+        x = U[i]
+        v = min(max(x, -708.0), 709.0)
+        t = v * _LOG2E + _ROUND
+        kf = t - _ROUND
+        r = (v - kf * _LN2_HI) - kf * _LN2_LO
+        p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6 + r * (1.0 / 24 + r * (
+            1.0 / 120 + r * (1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (
+                1.0 / 362880 + r * (1.0 / 3628800 + r * (1.0 / 39916800 + r * (
+                    1.0 / 479001600 + r * (1.0 / 6227020800)))))))))))))
+        T[i] = t
+        U[i] = p if x == x else x
+    bits = T.view(np.int64)
+    for i in range(n):
+        bits[i] = (bits[i] + 1023) << 52  # the low bits of t hold k: this is 2^k
+    scale = bits.view(np.float64)
+    for i in range(n):
+        U[i] *= scale[i]
+
+
+@njit(cache=True, error_model="numpy")
+def transfer(code, p0, p1, p2, x, out, U, T):
+    """``out = F(x)`` over 1-D arrays (``out`` may be ``x``).
+
+    The logistic runs through a vectorised exp in float64 chunks (``U``, ``T``: float64
+    scratch of length ``_CHUNK``); other transfer functions call the scalar kernels.
+    """
+    n = x.shape[0]
+    if code == LOGISTIC:
+        for start in range(0, n, _CHUNK):
+            m = min(_CHUNK, n - start)
+            for i in range(m):
+                U[i] = -p1 * (x[start + i] - p2)
+            _exp_chunk(U, T, m)
+            for i in range(m):
+                out[start + i] = p0 / (1.0 + U[i])
+    else:
+        for i in range(n):
+            out[i] = phi(code, x[i], p0, p1, p2)
+
+
+@njit(cache=True, error_model="numpy")
+def relax_rows(code, p0, p1, p2, Hl, b, Rl, a, U, T):
+    """``Rl += a * (F(Hl + b) - Rl)`` row by row, ``b`` broadcast over rows (one fused pass
+    plus the vectorised exp for the logistic). ``Hl`` is left unchanged."""
+    rows, cols = Hl.shape
+    if code == LOGISTIC:
+        for i in range(rows):
+            for start in range(0, cols, _CHUNK):
+                m = min(_CHUNK, cols - start)
+                for j in range(m):
+                    U[j] = -p1 * (Hl[i, start + j] + b[start + j] - p2)
+                _exp_chunk(U, T, m)
+                for j in range(m):
+                    r = Rl[i, start + j]
+                    Rl[i, start + j] = r + a * (p0 / (1.0 + U[j]) - r)
+    else:
+        for i in range(rows):
+            for j in range(cols):
+                r = Rl[i, j]
+                Rl[i, j] = r + a * (phi(code, Hl[i, j] + b[j], p0, p1, p2) - r)
+
+
+@njit(cache=True)
+def scratch():
+    """The two float64 scratch buffers :func:`transfer` needs."""
+    return np.empty(_CHUNK, dtype=np.float64), np.empty(_CHUNK, dtype=np.float64)
+
+
+@njit(cache=True)
+def state_offsets(sizes, batch):
+    """Start of each layer's ``(batch, n_l)`` block in a flat state buffer, shape (L + 1,)."""
+    L = sizes.shape[0] - 1
+    off = np.zeros(L + 1, dtype=np.int64)
+    for l in range(L):
+        off[l + 1] = off[l] + batch * sizes[l + 1]
+    return off
+
+
+@njit(cache=True)
+def feedforward(code, ap, params, w_off, b_off, sizes, X, H, R):
+    """Fixed point of the feedforward layered network: ``r_l = F(r_{l-1} W_l + b_l)``.
+
+    Parameters
+    ----------
+    code : int
+        Activation code.
+    ap : ndarray, shape (3,)
+        Activation parameters.
+    params : ndarray, shape (n_params,)
+        Flat parameter buffer.
+    w_off, b_off, sizes : ndarray of int64
+        Weight and bias offsets (L,) and layer sizes (L + 1,).
+    X : ndarray, shape (batch, sizes[0])
+        Input rates (C order).
+    H, R : ndarray, shape (batch * sum(sizes[1:]),)
+        Written with the input currents and rates of every layer.
+    """
+    L = sizes.shape[0] - 1
+    batch = X.shape[0]
+    p0, p1, p2 = ap[0], ap[1], ap[2]
+    so = state_offsets(sizes, batch)
+    U, T = scratch()
+    prev = X
+    for l in range(L):
+        n_in, n_out = sizes[l], sizes[l + 1]
+        W = _mat(params, w_off[l], n_in, n_out)
+        b = _vec(params, b_off[l], n_out)
+        Hl = _mat(H, so[l], batch, n_out)
+        Rl = _mat(R, so[l], batch, n_out)
+        np.dot(prev, W, Hl)
+        for i in range(batch):
+            for j in range(n_out):
+                Hl[i, j] += b[j]
+        transfer(code, p0, p1, p2, H[so[l]:so[l + 1]], R[so[l]:so[l + 1]], U, T)
+        prev = Rl
+
+
+@njit(cache=True)
+def _currents(params, w_off, b_off, sizes, X, R, H, T, feedback, Y, beta):
+    """Input currents of every layer from the rates ``R`` (all layers at the same time)."""
+    L = sizes.shape[0] - 1
+    batch = X.shape[0]
+    so = state_offsets(sizes, batch)
+    for l in range(L):
+        n_in, n_out = sizes[l], sizes[l + 1]
+        W = _mat(params, w_off[l], n_in, n_out)
+        b = _vec(params, b_off[l], n_out)
+        Hl = _mat(H, so[l], batch, n_out)
+        if l == 0:
+            np.dot(X, W, Hl)
+        else:
+            np.dot(_mat(R, so[l - 1], batch, n_in), W, Hl)
+        for i in range(batch):
+            for j in range(n_out):
+                Hl[i, j] += b[j]
+        if feedback != 0 and l < L - 1:
+            n_up = sizes[l + 2]
+            Wu = _mat(params, w_off[l + 1], n_out, n_up)
+            Tl = _mat(T, 0, batch, n_out)
+            np.dot(_mat(R, so[l + 1], batch, n_up), Wu.T, Tl)
+            for i in range(batch):
+                for j in range(n_out):
+                    Hl[i, j] += feedback * Tl[i, j]
+        if beta != 0 and l == L - 1:
+            Rl = _mat(R, so[l], batch, n_out)
+            for i in range(batch):
+                for j in range(n_out):
+                    Hl[i, j] += beta * (Y[i, j] - Rl[i, j])
+
+
+@njit(cache=True)
+def relax(code, ap, params, w_off, b_off, sizes, X, R, H, T, a, feedback, Y, beta, tol,
+          max_steps):
+    """Relax the deterministic layered dynamics until ``max |F(h) - r| < tol``.
+
+    Parameters
+    ----------
+    code, ap, params, w_off, b_off, sizes, X
+        As in :func:`feedforward`.
+    R : ndarray, shape (batch * sum(sizes[1:]),)
+        Initial rates; overwritten with the final rates.
+    H : ndarray, same shape as ``R``
+        Workspace (left holding ``F(h)`` of the final state).
+    T : ndarray, shape (batch * max(sizes[1:]),)
+        Workspace for the feedback product.
+    a : float
+        Integration coefficient (``dt/tau`` for Euler, ``1 - exp(-dt/tau)`` exponential).
+    feedback : float
+        0 for the feedforward network, 1 for symmetric feedback (energy-based network).
+    Y : ndarray, shape (batch, sizes[-1])
+        Nudge targets (ignored when ``beta == 0``).
+    beta : float
+        Nudge strength.
+    tol : float
+        Convergence threshold on the largest ``|F(h) - r|`` (rate units).
+    max_steps : int
+        Most integration steps.
+
+    Returns
+    -------
+    steps : int
+        Integration steps applied.
+    residual : float
+        ``max |F(h) - r|`` of the returned state (``tau`` times its largest ``|dr/dt|``).
+    """
+    p0, p1, p2 = ap[0], ap[1], ap[2]
+    n = R.shape[0]
+    U, S = scratch()
+    residual = like(R, np.inf)
+    for step in range(max_steps + 1):
+        _currents(params, w_off, b_off, sizes, X, R, H, T, feedback, Y, beta)
+        transfer(code, p0, p1, p2, H, H, U, S)
+        residual = like(R, 0.0)
+        for k in range(n):
+            residual = max(residual, abs(H[k] - R[k]))
+        if residual < tol or step == max_steps:
+            return step, residual
+        for k in range(n):
+            R[k] += a * (H[k] - R[k])
+    return max_steps, residual
+
+
+@njit(cache=True)
+def _add_noise(Hl, Zl, kind, scale, decay, rng):
+    rows, cols = Hl.shape
+    if kind == NOISE_WHITE:
+        for i in range(rows):
+            for j in range(cols):
+                Hl[i, j] += scale * rng.standard_normal()
+    elif kind == NOISE_OU:
+        for i in range(rows):
+            for j in range(cols):
+                z = decay * Zl[i, j] + scale * rng.standard_normal()
+                Zl[i, j] = z
+                Hl[i, j] += z
+
+
+@njit(cache=True)
+def simulate(code, ap, params, w_off, b_off, sizes, X, R, H, T, Z, a, feedback, steps,
+             record_every, noise_kind, noise_scale, noise_decay, rng, trace):
+    """Integrate the layered dynamics for ``steps`` steps and record the rates.
+
+    Parameters
+    ----------
+    code, ap, params, w_off, b_off, sizes, X, R, H, T, a, feedback
+        As in :func:`relax` (``R`` holds the initial rates and is left at the final ones).
+    Z : ndarray, same shape as ``R``
+        Ornstein-Uhlenbeck noise state (initialised by the caller; unused otherwise).
+    steps, record_every : int
+        Number of steps; record every ``record_every`` steps (the initial state included).
+    noise_kind : int
+        ``NOISE_NONE``, ``NOISE_WHITE`` or ``NOISE_OU``.
+    noise_scale, noise_decay : float
+        Per-step noise standard deviation and OU decay factor ``exp(-dt/noise_tau)``.
+    rng : numpy.random.Generator
+        Source of the noise.
+    trace : ndarray, shape (steps // record_every + 1, R.size)
+        Written with the flat state at steps ``0, record_every, 2 record_every, ...``.
+    """
+    L = sizes.shape[0] - 1
+    batch = X.shape[0]
+    p0, p1, p2 = ap[0], ap[1], ap[2]
+    so = state_offsets(sizes, batch)
+    n = R.shape[0]
+    U, S = scratch()
+    trace[0, :] = R
+    k = 1
+    for step in range(1, steps + 1):
+        if feedback == 0:
+            # Top-down, so that layer l still reads the old rates of layer l - 1.
+            for l in range(L - 1, -1, -1):
+                n_in, n_out = sizes[l], sizes[l + 1]
+                W = _mat(params, w_off[l], n_in, n_out)
+                b = _vec(params, b_off[l], n_out)
+                Hl = _mat(H, so[l], batch, n_out)
+                if l == 0:
+                    np.dot(X, W, Hl)
+                else:
+                    np.dot(_mat(R, so[l - 1], batch, n_in), W, Hl)
+                if noise_kind != NOISE_NONE:
+                    _add_noise(Hl, _mat(Z, so[l], batch, n_out), noise_kind, noise_scale,
+                               noise_decay, rng)
+                relax_rows(code, p0, p1, p2, Hl, b, _mat(R, so[l], batch, n_out), a, U, S)
+        else:
+            _currents(params, w_off, b_off, sizes, X, R, H, T, feedback, X, like(a, 0.0))
+            if noise_kind != NOISE_NONE:
+                for l in range(L):
+                    n_out = sizes[l + 1]
+                    _add_noise(_mat(H, so[l], batch, n_out), _mat(Z, so[l], batch, n_out),
+                               noise_kind, noise_scale, noise_decay, rng)
+            transfer(code, p0, p1, p2, H, H, U, S)
+            for m in range(n):
+                R[m] += a * (H[m] - R[m])
+        if step % record_every == 0:
+            trace[k, :] = R
+            k += 1
+
+
+@njit(cache=True)
+def recurrent_simulate(code, ap, J, I, V, a, form, steps, record_every, noise_kind, noise_scale,
+                       noise_decay, Z, rng, trace):
+    """Integrate a fully connected rate network for a batch of trials.
+
+    ``form == FORM_CURRENT``: ``tau dx/dt = -x + J F(x) + I`` (Sompolinsky, Crisanti & Sommers);
+    ``form == FORM_RATE``: ``tau dr/dt = -r + F(J r + I)``. ``J[i, j]`` is the weight from neuron
+    ``j`` onto neuron ``i``.
+
+    Parameters
+    ----------
+    code : int
+        Activation code.
+    ap : ndarray, shape (3,)
+        Activation parameters.
+    J : ndarray, shape (n, n)
+        Coupling matrix (C order).
+    I : ndarray, shape (batch, n)
+        Constant external input.
+    V : ndarray, shape (batch, n)
+        Initial state (currents or rates); overwritten with the final state.
+    a : float
+        Integration coefficient.
+    form : int
+        ``FORM_CURRENT`` or ``FORM_RATE``.
+    steps, record_every : int
+        Number of steps and recording interval (the initial state is recorded too).
+    noise_kind, noise_scale, noise_decay, rng
+        Input noise, as in :func:`simulate`.
+    Z : ndarray, shape (batch, n)
+        OU noise state.
+    trace : ndarray, shape (steps // record_every + 1, batch, n)
+        Written with the recorded states.
+    """
+    batch, n = V.shape
+    p0, p1, p2 = ap[0], ap[1], ap[2]
+    U, T = scratch()
+    trace[0] = V
+    k = 1
+    N = np.zeros_like(V)
+    S = np.empty_like(V)
+    H = np.empty_like(V)
+    v = V.reshape(batch * n)
+    s = S.reshape(batch * n)
+    h = H.reshape(batch * n)
+    Iv = I.reshape(batch * n)
+    Nv = N.reshape(batch * n)
+    JT = np.ascontiguousarray(J.T)  # a plain (not transposed) GEMM operand runs a bit faster
+    for step in range(1, steps + 1):
+        if noise_kind != NOISE_NONE:
+            N[:, :] = 0
+            _add_noise(N, Z, noise_kind, noise_scale, noise_decay, rng)
+        # One trial is a BLAS matrix-vector product, several a matrix-matrix product; the
+        # elementwise work around it is one or two fused passes.
+        if form == FORM_CURRENT:
+            transfer(code, p0, p1, p2, v, s, U, T)
+            if batch == 1:
+                np.dot(J, S[0], H[0])
+            else:
+                np.dot(S, JT, H)
+            for m in range(batch * n):
+                v[m] += a * (h[m] + Iv[m] + Nv[m] - v[m])
+        else:
+            if batch == 1:
+                np.dot(J, V[0], H[0])
+            else:
+                np.dot(V, JT, H)
+            if noise_kind != NOISE_NONE:
+                for m in range(batch * n):
+                    h[m] += Nv[m]
+            for t in range(batch):
+                relax_rows(code, p0, p1, p2, H[t:t + 1], I[t], V[t:t + 1], a, U, T)
+        if step % record_every == 0:
+            trace[k] = V
+            k += 1
+
+
+@njit(cache=True)
+def layer_derivatives(code, ap, H, R, D):
+    """``D = F'(H)`` elementwise over flat buffers (``R = F(H)``)."""
+    p0, p1, p2 = ap[0], ap[1], ap[2]
+    for k in range(H.shape[0]):
+        D[k] = dphi(code, H[k], R[k], p0, p1, p2)

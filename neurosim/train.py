@@ -1,0 +1,310 @@
+"""Training: one entry point, :func:`train`, for MLPs (backprop) and rate networks (rules)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import losses as _losses
+from . import optim as _optim
+from ._validation import (
+    check_data,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_same_batch,
+)
+from .ann import _FORWARD_CHUNK_VALUES, BN_EPS, BN_MOMENTUM, MLP
+from .history import History
+from .kernels import dense as _dense
+from .kernels import losses as _kloss
+from .kernels import mlp_train as _kt
+from .tasks import as_task
+
+
+def train(model, task, *, rule=None, **kwargs) -> History:
+    """Train a model on a task and record how the learning signal travels across depth.
+
+    An :class:`~neurosim.ann.MLP` is trained by backpropagation (:func:`train_mlp`; ``rule``
+    must be None or ``"backprop"``). Any other model goes to
+    :func:`neurosim.rules.train_rate_network` with ``rule`` (default ``"backprop"``).
+
+    Parameters
+    ----------
+    model : MLP or RateNetwork
+    task : Task or (X, Y) tuple
+    rule : str, optional
+    **kwargs
+        Passed on (see :func:`train_mlp` for MLPs).
+
+    Returns
+    -------
+    History
+    """
+    if isinstance(model, MLP):
+        if rule not in (None, "backprop"):
+            raise ValueError(
+                f"rule={rule!r} does not apply to an MLP, which trains by backprop; "
+                "allowed: None or 'backprop' (other rules train rate networks)"
+            )
+        return train_mlp(model, task, **kwargs)
+    from .rules import train_rate_network
+
+    return train_rate_network(model, task, rule=rule or "backprop", **kwargs)
+
+
+class _Evaluator:
+    """Loss and accuracy of a whole data set in inference mode, in chunks (one workspace)."""
+
+    def __init__(self, net, loss_fn, classify, n_max):
+        self.net = net
+        self.loss_code = loss_fn.code
+        self.classify = classify
+        self.chunk = min(n_max, max(1, _FORWARD_CHUNK_VALUES // net._units))
+        self.ws = net._workspace(self.chunk, False)
+        self.grad = np.empty(self.chunk * net.sizes[-1], net.dtype)
+        self.eps = net.dtype.type(BN_EPS)
+
+    def __call__(self, X, Y):
+        net = self.net
+        total = 0.0
+        correct = 0
+        for start in range(0, X.shape[0], self.chunk):
+            xb = X[start:start + self.chunk]
+            yb = Y[start:start + self.chunk]
+            nb = xb.shape[0]
+            out = _dense.mlp_forward(net.layout, net.act_params, net.params, xb, False,
+                                     self.eps, net.bn_state, *self.ws)
+            grad = self.grad[:out.size].reshape(out.shape)
+            total += float(_kloss.loss_and_output_grad(self.loss_code, out, yb, grad)) * nb
+            if self.classify:
+                correct += int(np.count_nonzero(out.argmax(axis=1) == yb.argmax(axis=1)))
+        n = X.shape[0]
+        return total / n, (correct / n if self.classify else np.nan)
+
+
+def _optional_positive(param, value):
+    return None if value is None else check_positive(param, value)
+
+
+class MLPTrainer:
+    """Compiled minibatch training of one MLP on one training set, epoch by epoch.
+
+    :func:`train_mlp` drives it; it is also the way to run training one epoch at a time (for
+    instance to interleave custom measurements). Buffers (gradient, optimizer state,
+    workspaces) are allocated here, once; :meth:`run_epoch` runs every step of an epoch in one
+    compiled call.
+
+    Parameters
+    ----------
+    net : MLP
+        Trained in place.
+    X, Y : array_like, shapes (n, n_0), (n, n_L)
+        Training set (cast to the network's float type).
+    optimizer, lr, batch_size, loss, clip_norm, clip_value, weight_decay, record_every, seed,
+    **optimizer_params
+        As in :func:`train_mlp`.
+
+    Attributes
+    ----------
+    step : int
+        Optimizer steps applied so far.
+    diverged : bool
+    diverged_step : int or None
+    """
+
+    def __init__(self, net, X, Y, optimizer="sgd", lr=0.01, batch_size=32, loss="mse",
+                 clip_norm=None, clip_value=None, weight_decay=0.0, record_every=1, seed=0,
+                 **optimizer_params):
+        if not isinstance(net, MLP):
+            raise TypeError(f"net must be a neurosim MLP, got {type(net).__name__}")
+        self.optimizer = _optim.get(optimizer, **optimizer_params)
+        self.loss = _losses.get(loss)
+        self.lr = check_positive("lr", lr)
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+        self.clip_norm = _optional_positive("clip_norm", clip_norm)
+        self.clip_value = _optional_positive("clip_value", clip_value)
+        self.weight_decay = check_nonnegative("weight_decay", weight_decay)
+        self.record_every = check_int("record_every", record_every, minimum=1)
+        seed = check_int("seed", seed, minimum=0)
+        X, Y = _checked_pair(net, X, Y, "X", "Y")
+        self.net = net
+        self.X = X
+        self.Y = Y
+        self.batch = min(batch_size, X.shape[0])
+        order_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
+        self._order_rng = np.random.default_rng(order_seq)
+        self._dropout_rng = np.random.default_rng(dropout_seq)
+        dt = net.dtype
+        self._grad = np.zeros_like(net.params)
+        self._s1, self._s2 = self.optimizer.init_state(net.n_params, dt)
+        self._hyper = self.optimizer.hyper_array(dt)
+        self._XB = np.empty((self.batch, net.sizes[0]), dt)
+        self._YB = np.empty((self.batch, net.sizes[-1]), dt)
+        self._ws = net._workspace(self.batch, net.dropout > 0)
+        self._back = net._backward_workspace(self.batch)
+        self._bn_eps = dt.type(BN_EPS)
+        self.step = 0
+        self.diverged = False
+        self.diverged_step = None
+        self._records = []
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.X.shape[0] / self.batch)
+
+    def run_epoch(self) -> int:
+        """Run one epoch (a fresh random sample order); returns the steps applied.
+
+        Stops early, with :attr:`diverged` set, at a step whose loss, gradient or update is not
+        finite; later calls then do nothing.
+        """
+        if self.diverged:
+            return 0
+        net = self.net
+        n = self.X.shape[0]
+        first = -(-self.step // self.record_every) * self.record_every
+        last = self.step + self.steps_per_epoch - 1
+        n_rec = max(0, (last - first) // self.record_every + 1)
+        L = net.n_layers
+        rec = (np.zeros(n_rec, np.int64), np.zeros(n_rec), np.zeros((n_rec, L)),
+               np.zeros((n_rec, L)))
+        order = self._order_rng.permutation(n).astype(np.int64)
+        done, recorded, diverged = _kt.train_epoch(
+            net.layout, net.act_params, net.params, self._grad, self.X, self.Y, order,
+            self.batch, self.loss.code, self.optimizer.code, self.lr, self._hyper, self._s1,
+            self._s2, self.step, self.weight_decay, self.clip_norm or 0.0,
+            self.clip_value or np.inf, net.dropout, self._dropout_rng, self._bn_eps,
+            BN_MOMENTUM, net.bn_state, self.record_every, *rec, 0, self._XB, self._YB,
+            *self._ws, *self._back)
+        self._records.append(tuple(r[:recorded] for r in rec))
+        self.step += done
+        if diverged:
+            self.diverged = True
+            self.diverged_step = self.step
+        return done
+
+    def records(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Recorded ``steps``, ``step_loss``, ``grad_norms`` (n, L), ``delta_norms`` (n, L)."""
+        L = self.net.n_layers
+        if not self._records:
+            return (np.zeros(0, np.int64), np.zeros(0), np.zeros((0, L)), np.zeros((0, L)))
+        return tuple(np.concatenate(parts) for parts in zip(*self._records, strict=True))
+
+
+def _checked_pair(net, X, Y, x_name, y_name):
+    X = check_data(x_name, X, n_features=net.sizes[0], dtype=net.dtype)
+    Y = check_data(y_name, Y, dtype=net.dtype)
+    if Y.shape[1] != net.sizes[-1]:
+        raise ValueError(
+            f"{y_name} has {Y.shape[1]} columns (shape {Y.shape}) but the network has "
+            f"{net.sizes[-1]} outputs"
+        )
+    check_same_batch(x_name, X, y_name, Y)
+    return X, Y
+
+
+def train_mlp(net, task, optimizer="sgd", lr=0.01, epochs=10, batch_size=32, loss="mse",
+              clip_norm=None, clip_value=None, weight_decay=0.0, record_every=1, seed=0,
+              progress=False, **optimizer_params) -> History:
+    """Train an MLP by minibatch backpropagation; the minibatch loop runs in compiled code.
+
+    Parameters
+    ----------
+    net : MLP
+        Trained in place.
+    task : Task or (X, Y) tuple
+        A tuple is used for both training and test statistics.
+    optimizer : str
+        sgd, momentum, nesterov, rmsprop, adagrad or adam (:mod:`neurosim.optim`).
+    lr : float
+        Learning rate, > 0.
+    epochs : int
+        Passes over the training set, >= 1.
+    batch_size : int
+        Minibatch size, >= 1 (capped at the training-set size; the last batch of an epoch may
+        be smaller).
+    loss : {"mse", "cross_entropy"}
+    clip_norm : float, optional
+        Rescale the gradient when its global Euclidean norm exceeds this.
+    clip_value : float, optional
+        Clip every gradient entry to ``[-clip_value, clip_value]`` (applied before
+        ``clip_norm``).
+    weight_decay : float
+        L2 penalty coefficient added to the gradient as ``weight_decay * p``.
+    record_every : int
+        Record the step loss, ``||dL/dW_l||_F`` and batch-mean ``||delta_l||`` every this many
+        optimizer steps (steps 0, k, 2k, ...).
+    seed : int
+        Seed of the sample order and dropout masks.
+    progress : bool
+        Show a tqdm progress bar over epochs.
+    **optimizer_params
+        Hyper-parameters of the optimizer (e.g. ``momentum=0.9``, ``beta1=0.9``).
+
+    Returns
+    -------
+    History
+        Per epoch: ``loss``, ``test_loss`` (inference mode, whole sets, after the epoch),
+        ``accuracy``, ``test_accuracy`` (NaN for regression). Per record: ``steps``,
+        ``step_loss``, ``grad_norms``, ``delta_norms`` (for backprop also ``signal_norms``
+        = ``delta_norms``, ``update_norms`` = ``grad_norms``, ``angles`` = 0). A step with a
+        NaN or infinite loss, gradient or update ends training: ``diverged`` is True,
+        ``diverged_step`` its number, and the parameters keep their last finite values.
+    """
+    if not isinstance(net, MLP):
+        raise TypeError(f"net must be a neurosim MLP, got {type(net).__name__}")
+    epochs = check_int("epochs", epochs, minimum=1)
+    if not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress must be True or False, got {progress!r}")
+    task = as_task(task)
+    X, Y = _checked_pair(net, task.X_train, task.Y_train, "task.X_train", "task.Y_train")
+    X_test, Y_test = _checked_pair(net, task.X_test, task.Y_test, "task.X_test",
+                                   "task.Y_test")
+    trainer = MLPTrainer(net, X, Y, optimizer=optimizer, lr=lr, batch_size=batch_size,
+                         loss=loss, clip_norm=clip_norm, clip_value=clip_value,
+                         weight_decay=weight_decay, record_every=record_every, seed=seed,
+                         **optimizer_params)
+    evaluator = _Evaluator(net, trainer.loss, task.kind == "classification",
+                           max(X.shape[0], X_test.shape[0]))
+    history = {"loss": [], "test_loss": [], "accuracy": [], "test_accuracy": []}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=epochs, desc="train", unit="epoch")
+    try:
+        for _ in range(epochs):
+            trainer.run_epoch()
+            for key, (Xs, Ys) in (("", (X, Y)), ("test_", (X_test, Y_test))):
+                value, acc = evaluator(Xs, Ys)
+                history[key + "loss"].append(value)
+                history[key + "accuracy"].append(acc)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{history['loss'][-1]:.4g}",
+                                test_loss=f"{history['test_loss'][-1]:.4g}")
+            if trainer.diverged:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    steps, step_loss, grad_norms, delta_norms = trainer.records()
+    return History(
+        loss=np.asarray(history["loss"]),
+        test_loss=np.asarray(history["test_loss"]),
+        accuracy=np.asarray(history["accuracy"]),
+        test_accuracy=np.asarray(history["test_accuracy"]),
+        steps=steps,
+        step_loss=step_loss,
+        grad_norms=grad_norms,
+        delta_norms=delta_norms,
+        signal_norms=delta_norms.copy(),
+        update_norms=grad_norms.copy(),
+        angles=np.zeros_like(grad_norms),
+        diverged=trainer.diverged,
+        diverged_step=trainer.diverged_step,
+        epochs_run=len(history["loss"]),
+        rule="backprop",
+    )
