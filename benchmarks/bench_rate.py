@@ -245,7 +245,8 @@ def w4_torch(torch, rn, X, steps):
 def bench(name, candidates, scale, samples, max_seconds):
     """Time candidates; returns rows (time per workload) with ratios against neurosim."""
     refs = {k: np.asarray(fn()) for k, fn in candidates.items()}  # also warms up / compiles
-    res = interleaved(candidates, samples=samples, rounds=min(samples, 3), warmup=0,
+    # One call of each candidate per round: load swings on a shared machine hit all alike.
+    res = interleaved(candidates, samples=samples, rounds=samples, warmup=0,
                       max_seconds=max_seconds)
     ours = res["neurosim"]["median"]
     rows = []
@@ -292,10 +293,10 @@ def main(argv=None):
                         cands["annarchy"] = w3_annarchy(rec.J, r0, I, steps)
                     except Exception as exc:
                         print(f"ANNarchy failed: {exc!r}")
-                samples = 9 if n <= 100 else 3
+                samples = 15 if n <= 100 else (5 if n <= 1000 else 3)
                 label = f"W3 n={n}" + (f" ({steps} steps x{full // steps})" if steps < full
                                       else "")
-                rows += bench(label, cands, full / steps, samples, 60.0)
+                rows += bench(label, cands, full / steps, samples, 120.0)
                 print(format_table(["workload", "impl", "time", "n", "vs neurosim",
                                     "max |diff|"], rows[-len(cands):]), flush=True)
         if args.only in (None, "W3b"):
@@ -305,7 +306,7 @@ def main(argv=None):
                      "numpy": w3_numpy(rec.J, r0, I, steps)}
             if torch is not None:
                 cands["torch"] = w3_torch(torch, rec.J, r0, I, steps)
-            rows += bench("W3b 64x1000", cands, 1.0, 3, 60.0)
+            rows += bench("W3b 64x1000", cands, 1.0, 5, 120.0)
             print(format_table(["workload", "impl", "time", "n", "vs neurosim", "max |diff|"],
                                rows[-len(cands):]), flush=True)
         if args.only in (None, "W4"):
@@ -314,7 +315,7 @@ def main(argv=None):
             cands = {"neurosim": w4_neurosim(rn, X, steps), "numpy": w4_numpy(rn, X, steps)}
             if torch is not None:
                 cands["torch"] = w4_torch(torch, rn, X, steps)
-            rows += bench("W4 10x256 b64", cands, 1.0, 15, 60.0)
+            rows += bench("W4 10x256 b64", cands, 1.0, 21, 120.0)
             print(format_table(["workload", "impl", "time", "n", "vs neurosim", "max |diff|"],
                                rows[-len(cands):]), flush=True)
     print()

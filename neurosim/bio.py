@@ -41,6 +41,7 @@ from ._validation import (
     unknown_name_error,
 )
 from .kernels import rate as _k
+from .kernels import rules as _rules_k
 
 INTEGRATORS = ("euler", "exponential")
 NOISE_KINDS = (None, "white", "ou")
@@ -617,10 +618,8 @@ class RateNetwork:
                 warnings.warn(f"the fixed point did not converge (residual {residual:.3g})",
                               ConvergenceWarning, stacklevel=3)
             T = np.empty(batch * max(self.sizes[1:]), dtype=self.dtype)
-            from .kernels.rules import currents_and_slopes
-
             D = np.empty_like(H)
-            currents_and_slopes(self.activation.code, self._ap, self._params, self._w_off,
+            _rules_k.currents_and_slopes(self.activation.code, self._ap, self._params, self._w_off,
                                 self._b_off, self._sizes, X, R, H, T,
                                 self.dtype.type(1.0), D)
         return H, R

@@ -52,7 +52,20 @@ def write_figures(path: str | os.PathLike) -> list[tuple[str, Path, Path]]:
         finally:
             _close(fig)
         written.append((name, png, pdf))
+    run.manifest["figures"] = [name for name, _, _ in written]
+    run.save_manifest()
     return written
+
+
+def _existing_figures(run: results.RunDir) -> list[str] | None:
+    """Names of the figures already drawn for this run's data, or None if any is missing."""
+    names = run.manifest.get("figures")
+    if not names:
+        return None
+    for name in names:
+        if not all((run.figures_dir / f"{name}.{ext}").is_file() for ext in ("png", "pdf")):
+            return None
+    return names
 
 
 def _fmt(value) -> str:
@@ -98,13 +111,16 @@ def _figure_block(number: int, name: str, caption: str, prefix: str) -> list[str
     ]
 
 
-def _draw(run: results.RunDir) -> dict:
-    """Draw the run's figures; return what a report section needs."""
+def _draw(run: results.RunDir, redraw: bool = True) -> dict:
+    """Draw the run's figures (or, with ``redraw=False``, reuse complete existing ones); return
+    what a report section needs."""
     exp, cfg = _experiment_of(run)
     data = run.load_data()
-    written = write_figures(run.path)
-    return {"exp": exp, "names": [name for name, _, _ in written],
-            "captions": exp.captions(data, cfg), "headline": exp.headline(data, cfg)}
+    names = None if redraw else _existing_figures(run)
+    if names is None:
+        names = [name for name, _, _ in write_figures(run.path)]
+    return {"exp": exp, "names": names, "captions": exp.captions(data, cfg),
+            "headline": exp.headline(data, cfg)}
 
 
 def _section(drawn: dict, heading: str, prefix: str, first_figure: int) -> tuple[list[str], int]:
@@ -125,29 +141,33 @@ def _config_table(config: dict) -> list[str]:
     return lines
 
 
-def write_report(path: str | os.PathLike) -> Path:
-    """Draw the figures of the experiment run in ``path`` and write its ``report.md``."""
+def write_report(path: str | os.PathLike, redraw: bool = True) -> Path:
+    """Draw the figures of the run (or suite) in ``path`` and write its ``report.md``.
+
+    With ``redraw=False`` figures already drawn from the current data are reused.
+    """
     run = results.RunDir.load(path)
     if run.kind == "suite":
-        return write_suite_report(path)
-    return _write_experiment_report(run, _draw(run))
+        return write_suite_report(path, redraw=redraw)
+    return _write_experiment_report(run, _draw(run, redraw))
 
 
 def _write_experiment_report(run: results.RunDir, drawn: dict) -> Path:
     lines, _ = _section(drawn, "#", "", 1)
     lines += ["## How this was run", "",
-              f"`neurosim run {run.name}` wrote this directory; `neurosim report {run.path}` "
-              "redraws the figures and this page from `data.npz` and `manifest.json` alone.", ""]
+              f"`neurosim run {run.name}` wrote this directory; `neurosim report` on it redraws "
+              "the figures and this page from `data.npz` and `manifest.json` alone.", ""]
     lines += _provenance_lines(run.manifest) + ["", "### Configuration", ""]
     lines += _config_table(run.config) + [""]
     return results.atomic_write_text(run.report_path, "\n".join(lines))
 
 
-def write_suite_report(path: str | os.PathLike) -> Path:
-    """Figures of every experiment in the suite directory ``path`` and one combined report."""
+def write_suite_report(path: str | os.PathLike, redraw: bool = True) -> Path:
+    """Figures of every experiment in the suite directory ``path`` and one combined report
+    (``redraw=False`` reuses figures already drawn from the current data)."""
     suite = results.RunDir.load(path)
     if suite.kind != "suite":
-        return write_report(path)
+        return write_report(path, redraw=redraw)
     names = suite.manifest.get("experiments", list(suite.config))
     runs = [results.RunDir.load(Path(path) / name) for name in names]
     lines = [f"# neurosim results: suite `{suite.name}`", "",
@@ -164,7 +184,7 @@ def write_suite_report(path: str | os.PathLike) -> Path:
     lines += [""] + _provenance_lines(suite.manifest) + [""]
     number = 1
     for run in runs:
-        drawn = _draw(run)
+        drawn = _draw(run, redraw)
         _write_experiment_report(run, drawn)
         section, number = _section(drawn, f"## `{run.name}`:", f"{run.name}/", number)
         lines += section

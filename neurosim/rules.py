@@ -281,12 +281,12 @@ class _Engine:
             G[G.shape[0] - E.size:] = E.ravel()
             delta[:] = 0
             tol = (1e-13 if self.dtype == np.float64 else 1e-7) * float(np.abs(E).max() + 1e-300)
+            t = self.dtype.type
             _, residual = _k.adjoint_relax(m._params, m._w_off, m._sizes, batch, D, G, delta,
-                                           np.empty_like(H), self.dtype.type(
-                                               m.integration_coefficient),
-                                           self.dtype.type(1.0), self.dtype.type(tol), 200000)
+                                           np.empty_like(H), t(m.integration_coefficient),
+                                           t(1.0), t(tol), 200000)
             if residual >= tol:
-                    warnings.warn(f"adjoint relaxation did not converge (residual {residual:.3g})",
+                warnings.warn(f"adjoint relaxation did not converge (residual {residual:.3g})",
                               ConvergenceWarning, stacklevel=3)
             _k.adjoint_grads(m._params, m._w_off, m._b_off, m._sizes, X, R, delta,
                              self.dtype.type(1.0), grads)

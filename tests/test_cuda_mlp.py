@@ -18,9 +18,10 @@ cuda = pytest.importorskip("numba.cuda")
 if not cuda.is_available():  # pragma: no cover
     pytest.skip("no CUDA device and no simulator", allow_module_level=True)
 
+from test_cuda_kernels import assert_written_close, fetch, poisoned, tol  # noqa: E402
+
 from neurosim.kernels.cuda import dense as gpu_dense  # noqa: E402
 from neurosim.kernels.cuda import optim as gpu_optim  # noqa: E402
-from test_cuda_kernels import assert_written_close, fetch, poisoned, tol  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # simulated uint64 wraparound
 
@@ -52,7 +53,7 @@ def device_workspaces(net, nb, masks=None):
 
 
 NETS = {
-    "tanh": dict(sizes=[5, 7, 6, 3], activation="tanh"),
+    "tanh_batchnorm": dict(sizes=[5, 7, 6, 3], activation="tanh", batchnorm=True),
     "residual_bn_prelu": dict(sizes=[4, 6, 6, 6, 2], activation="prelu", residual=True,
                               batchnorm=True),
     "dropout_logistic": dict(sizes=[5, 8, 3], activation="elu", dropout=0.3,
@@ -86,7 +87,7 @@ def test_forward_backward_matches_cpu(kind, dtype):
     H, U, A, XH, ST, MK, D = cpu[:7]
     dH, dU, dA, dXH, dST, dMK, dD = dev[:7]
     for name, c, d in (("H", H, dH), ("U", U, dU), ("A", A, dA), ("D", D, dD)):
-        assert_written_close(fetch(d), c, dtype, scale=np.abs(c).max())
+        assert_written_close(fetch(d), c, dtype, scale=np.abs(c).max(), what=name)
     bn_units = [(nb * lay[cpu_dense.UNIT_OFF], nb * (lay[cpu_dense.UNIT_OFF] + lay[1]))
                 for lay in net.layout if lay[cpu_dense.BN_OFF] >= 0]
     for start, stop in bn_units:  # only batch-norm layers have a normalised input

@@ -16,9 +16,10 @@ cuda = pytest.importorskip("numba.cuda")
 if not cuda.is_available():  # pragma: no cover
     pytest.skip("no CUDA device and no simulator", allow_module_level=True)
 
+from test_cuda_kernels import assert_written_close, fetch, poisoned  # noqa: E402
+
 from neurosim.kernels.cuda import rate as gpu_rate  # noqa: E402
 from neurosim.kernels.cuda import rules as gpu_rules  # noqa: E402
-from test_cuda_kernels import assert_written_close, fetch, poisoned  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
@@ -71,8 +72,7 @@ def test_feedforward_and_derivatives(dtype):
     assert_written_close(fetch(dD), D, dtype)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("feedback", [None, "symmetric"])
+@pytest.mark.parametrize("dtype,feedback", [(np.float32, None), (np.float64, "symmetric")])
 def test_relax_stops_at_the_cpu_step(dtype, feedback):
     rn = network(dtype, feedback=feedback, integrator="exponential", tau=0.01, dt=0.004)
     X = inputs(dtype)

@@ -140,18 +140,6 @@ def test_two_processes_match_serial_and_cap_threads(serial_reference, tmp_path):
     assert os.getpid() not in {int(v["pid"]) for v in got.values()}
 
 
-def test_dask_local_cluster_matches_serial(serial_reference, tmp_path):
-    distributed = pytest.importorskip("distributed")
-    directory, points, _ = serial_reference
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-        outcome = sweep.run_sweep(noisy_point, points, tmp_path,
-                                  scheduler=cluster.scheduler_address, progress=False)
-    assert outcome.executor["kind"] == "dask" and outcome.executor["workers"] == 2
-    assert outcome.count("done") == 10
-    _assert_same(_load_all(directory, points), _load_all(tmp_path, points))
-
-
 def test_executor_arguments_are_checked():
     with pytest.raises(ValueError, match="not both"):
         sweep.make_executor(workers=2, scheduler="tcp://x:1")

@@ -39,8 +39,14 @@ from scipy.optimize import brentq
 from scipy.special import erf
 
 from .. import activations
-from .._validation import check_choice, check_in_range, check_int, check_nonnegative, \
-    check_positive, check_real
+from .._validation import (
+    check_choice,
+    check_in_range,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_real,
+)
 from ..activations import Activation
 from ..kernels import meanfield as _k
 
@@ -902,3 +908,72 @@ def phase_diagram(activation, sigma_w2, sigma_b2) -> PhaseDiagram:
         except ValueError:
             critical[i] = np.nan
     return PhaseDiagram(act.name, sw2, sb2, *grids, critical)
+
+
+# ----------------------------------------------------------------------------------------------
+# Layer by layer through a given network
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class LayerStatistics:
+    """Mean-field statistics of each layer ``l = 1..L`` of a network with per-layer parameters.
+
+    Attributes
+    ----------
+    q : ndarray, shape (L,)
+        Pre-activation variance ``q^l``.
+    phi_sq : ndarray, shape (L,)
+        ``E[phi_l(h_l)^2]`` (second moment of the layer's output).
+    dphi_sq : ndarray, shape (L,)
+        ``E[phi_l'(h_l)^2]``.
+    dphi_4th : ndarray, shape (L,)
+        ``E[phi_l'(h_l)^4]``.
+    """
+
+    q: np.ndarray
+    phi_sq: np.ndarray
+    dphi_sq: np.ndarray
+    dphi_4th: np.ndarray
+
+
+def network_statistics(layer_activations, sigma_w, sigma_b, q0=1.0, fourth=False
+                       ) -> LayerStatistics:
+    """Propagate the length map through layers with their own activations and scales.
+
+    Parameters
+    ----------
+    layer_activations : sequence of (str or Activation), length L
+    sigma_w, sigma_b : array_like, shape (L,)
+        Per-layer weight and bias standard deviations (weights ``N(0, sigma_w[l]^2 / fan_in)``).
+    q0 : float
+        ``||x||^2 / n_0`` of the input.
+    fourth : bool
+        Also compute ``E[phi'^4]`` (else NaN).
+
+    Returns
+    -------
+    LayerStatistics
+    """
+    acts = [_resolve(a) for a in layer_activations]
+    sw = np.asarray(sigma_w, dtype=np.float64)
+    sb = np.asarray(sigma_b, dtype=np.float64)
+    n = len(acts)
+    if sw.shape != (n,) or sb.shape != (n,):
+        raise ValueError(f"sigma_w and sigma_b need one value per layer ({n}), got shapes "
+                         f"{sw.shape} and {sb.shape}")
+    if not (np.all(np.isfinite(sw)) and np.all(sw >= 0) and np.all(np.isfinite(sb))
+            and np.all(sb >= 0)):
+        raise ValueError("sigma_w and sigma_b must be finite and >= 0")
+    q0 = check_nonnegative("q0", q0)
+    out = np.full((4, n), np.nan)
+    prev = q0
+    for layer, act in enumerate(acts):
+        q = sw[layer] ** 2 * prev + sb[layer] ** 2
+        if q > Q_MAX:
+            break
+        out[0, layer] = q
+        out[1, layer] = prev = _e1(act, q, 2)
+        out[2, layer] = _e1(act, q, 0, 2)
+        if fourth:
+            out[3, layer] = _e1(act, q, 0, 4)
+    return LayerStatistics(*out)

@@ -80,7 +80,11 @@ def run_to_disk(name: str, cfg, out, *, workers: int | None = None, scheduler=No
     exp = get(name)
     start = time.perf_counter()
     config = exp.as_dict(cfg)
-    results.check_target(out, "experiment", name, config)
+    if results.check_target(out, "experiment", name, config) == "resume" and \
+            _up_to_date(out, figures):
+        n = len(exp.points(cfg))
+        return RunOutcome(Path(out), "complete", skipped=n,
+                          seconds=time.perf_counter() - start)
     owns = executor is None
     if owns:  # connect (Dask) before anything is written
         executor = sweep.make_executor(workers, scheduler)
@@ -130,6 +134,14 @@ def run_to_disk(name: str, cfg, out, *, workers: int | None = None, scheduler=No
     return result
 
 
+def _up_to_date(path, figures: bool) -> bool:
+    """A finished run whose data (and, if asked for, report) are in place: nothing to do."""
+    path = Path(path)
+    manifest = results.read_manifest(path)
+    return (manifest.get("status") == "complete" and (path / results.DATA).is_file()
+            and (not figures or (path / results.REPORT).is_file()))
+
+
 def run_suite(suite: str, configs: Mapping[str, object], out, *, workers: int | None = None,
               scheduler=None, progress: bool = True, figures: bool = True,
               preset: str | None = None) -> RunOutcome:
@@ -141,7 +153,10 @@ def run_suite(suite: str, configs: Mapping[str, object], out, *, workers: int | 
     out = Path(out)
     suite_config = {name: get(name).as_dict(cfg) for name, cfg in configs.items()}
     seeds = sorted({cfg.seed for cfg in configs.values()})
-    check_suite_targets(out, suite, configs)
+    if check_suite_targets(out, suite, configs) == "resume" and _up_to_date(out, figures) \
+            and all(_up_to_date(out / name, figures) for name in configs):
+        n = sum(len(get(name).points(cfg)) for name, cfg in configs.items())
+        return RunOutcome(out, "complete", skipped=n, seconds=time.perf_counter() - start)
     executor = sweep.make_executor(workers, scheduler)
     children, suite_run = [], None
     try:
@@ -149,9 +164,8 @@ def run_suite(suite: str, configs: Mapping[str, object], out, *, workers: int | 
                                         seed=seeds[0] if len(seeds) == 1 else None,
                                         extra={"experiments": list(configs), "preset": preset})
         for name, cfg in configs.items():
-            # figures are drawn once, for the suite report, after every experiment finished
             child = run_to_disk(name, cfg, out / name, executor=executor, progress=progress,
-                                figures=False, extra={"suite": suite, "preset": preset})
+                                figures=figures, extra={"suite": suite, "preset": preset})
             children.append(child)
             suite_run.set_timing(f"{name}_s", child.seconds)
             suite_run.save_manifest()
@@ -169,7 +183,7 @@ def run_suite(suite: str, configs: Mapping[str, object], out, *, workers: int | 
         from .. import report
 
         t0 = time.perf_counter()
-        report.write_suite_report(out)
+        report.write_suite_report(out, redraw=False)  # each experiment drew its own
         suite_run.set_timing("report_s", time.perf_counter() - t0)
         suite_run.save_manifest()
     return RunOutcome(out, status, computed=sum(c.computed for c in children),
@@ -179,9 +193,9 @@ def run_suite(suite: str, configs: Mapping[str, object], out, *, workers: int | 
                       failures=[f for c in children for f in c.failures], children=children)
 
 
-def check_suite_targets(out, suite: str, configs: Mapping[str, object]) -> None:
-    """Raise :class:`neurosim.results.ResultsError` if ``out`` cannot take this suite (nothing
-    is written)."""
+def check_suite_targets(out, suite: str, configs: Mapping[str, object]) -> str:
+    """``"new"`` or ``"resume"``; raises :class:`neurosim.results.ResultsError` if ``out``
+    cannot take this suite (nothing is written)."""
     from . import get
 
     suite_config = {name: get(name).as_dict(cfg) for name, cfg in configs.items()}
@@ -189,4 +203,5 @@ def check_suite_targets(out, suite: str, configs: Mapping[str, object]) -> None:
     if state == "resume":
         for name, cfg in configs.items():
             results.check_target(Path(out) / name, "experiment", name, get(name).as_dict(cfg))
+    return state
 

@@ -37,8 +37,8 @@ TASKS = ("blobs", "digits")
 @dataclass
 class AnnVsBioConfig:
     rules: list[str] = param(list(RULES), "rate-network learning rules", choices=RULES)
-    rule_lrs: list[float] = param([0.5, 0.5, 0.5, 0.5], "learning rate of each rule in 'rules'",
-                                  min=0.0, min_exclusive=True)
+    rule_lrs: list[float] = param([2.0], "learning rate of each rule in 'rules' (one value: "
+                                  "the same for every rule)", min=0.0, min_exclusive=True)
     mlp_activation: str = param("tanh", "activation of the MLP's hidden layers",
                                 choices=("tanh", "sigmoid", "relu", "hard_tanh", "erf"))
     mlp_lr: float = param(0.1, "learning rate of the MLP (SGD)", min=0.0, min_exclusive=True)
@@ -46,15 +46,25 @@ class AnnVsBioConfig:
                             choices=("logistic", "saturating_linear", "naka_rushton"))
     r_max: float = param(1.0, "largest firing rate of the reference rate network", min=0.0,
                          min_exclusive=True)
-    gain: float = param(4.0, "slope parameter of the rate transfer function", min=0.0,
+    gain: float = param(1.0, "slope parameter of the rate transfer function", min=0.0,
                         min_exclusive=True)
     threshold: float = param(0.0, "threshold of the rate transfer function")
     sigma_w: float = param(1.0, "initial weight scale: W ~ N(0, sigma_w^2 / fan_in)", min=0.0,
                            min_exclusive=True)
-    w_bound: float = param(3.0, "synaptic bound of the reference rate network in units of "
-                           "sigma_w / sqrt(fan_in)", min=0.0, min_exclusive=True)
+    w_bound: float = param(6.0, "synaptic bound of the reference rate network in units of "
+                           "sigma_w / sqrt(width)", min=0.0, min_exclusive=True)
+    tau: float = param(0.01, "rate time constant (s)", min=0.0, min_exclusive=True)
+    dt: float = param(0.005, "integration step of the relaxation (s)", min=0.0,
+                      min_exclusive=True)
+    ep_beta: float = param(0.5, "equilibrium propagation: nudging strength beta", min=0.0,
+                           min_exclusive=True)
+    ep_nudge: str = param("symmetric", "equilibrium propagation: nudge with +beta only "
+                          "('positive') or with +beta and -beta ('symmetric')",
+                          choices=("positive", "symmetric"))
+    ep_tol: float = param(1e-4, "equilibrium propagation: relaxation tolerance (rate units)",
+                          min=0.0, min_exclusive=True)
     bound_scales: list[float] = param([2.0, 1.0, 0.5], "bounds compared (units of sigma_w / "
-                                      "sqrt(fan_in))", min=0.0, min_exclusive=True)
+                                      "sqrt(width))", min=0.0, min_exclusive=True)
     r_max_values: list[float] = param([0.5, 2.0], "r_max values compared", min=0.0,
                                       min_exclusive=True)
     dale_fractions: list[float] = param([0.8, 0.5], "excitatory fractions compared under "
@@ -65,13 +75,15 @@ class AnnVsBioConfig:
     n_classes: int = param(4, "classes of the cluster task", min=2)
     n_train: int = param(1024, "training samples of the cluster task", min=8)
     n_test: int = param(256, "test samples of the cluster task", min=1)
+    separation: float = param(1.0, "scale of the cluster centres (cluster spread 1)", min=0.0,
+                              min_exclusive=True)
     depth: int = param(4, "hidden layers of the profile and constraint networks", min=1)
     width: int = param(64, "units per hidden layer", min=2)
     depths: list[int] = param([1, 2, 3, 4, 6], "hidden-layer counts of the accuracy-vs-depth "
                               "part", min=1)
     probe_batch: int = param(128, "inputs used for the profiles at initialisation", min=1)
     epochs: int = param(10, "training epochs", min=1)
-    batch_size: int = param(32, "minibatch size", min=1)
+    batch_size: int = param(16, "minibatch size", min=1)
     record_every: int = param(8, "record per-layer signals every this many steps", min=1)
     replicates: int = param(2, "independent networks per measured point", min=1)
     seed: int = param(0, "run seed", min=0)
@@ -93,7 +105,7 @@ def _task(cfg):
         task = tasks.digits(seed=cfg.seed)
     else:
         task = C.classification_task(cfg.n_inputs, cfg.n_classes, cfg.n_train, cfg.n_test,
-                                     seed=cfg.seed)
+                                     seed=cfg.seed, separation=cfg.separation)
     lo, hi = task.X_train.min(axis=0), task.X_train.max(axis=0)
     span = np.where(hi > lo, hi - lo, 1.0)
     task.X_train = np.clip((task.X_train - lo) / span, 0.0, 1.0)
@@ -104,14 +116,23 @@ def _task(cfg):
 def _rate_network(cfg, sizes, seed, *, w_bound=None, r_max=None, dale=None, rule=None):
     import neurosim as ns
 
-    width_bounds = w_bound if w_bound is not None else cfg.w_bound
-    # one absolute bound for every layer: k sigma_w / sqrt(fan_in) of the hidden layers
-    k = width_bounds * cfg.sigma_w / np.sqrt(cfg.width)
+    k = _absolute_bound(cfg, cfg.w_bound if w_bound is None else w_bound)
     return ns.RateNetwork(
         sizes, activation=cfg.activation, r_max=cfg.r_max if r_max is None else r_max,
         w_bounds=(-k, k), dale=dale, sigma_w=cfg.sigma_w, sigma_b=0.0, seed=seed,
-        activation_params=_activation_params(cfg),
+        tau=cfg.tau, dt=cfg.dt, activation_params=_activation_params(cfg),
         feedback="symmetric" if rule == "equilibrium_propagation" else None)
+
+
+def _absolute_bound(cfg, scale: float) -> float:
+    """One bound for every layer: ``scale`` weight standard deviations of a hidden layer."""
+    return scale * cfg.sigma_w / np.sqrt(cfg.width)
+
+
+def _rule_params(cfg, rule: str) -> dict:
+    if rule == "equilibrium_propagation":
+        return {"beta": cfg.ep_beta, "nudge": cfg.ep_nudge, "tol": cfg.ep_tol}
+    return {}
 
 
 def _activation_params(cfg) -> dict:
@@ -120,11 +141,11 @@ def _activation_params(cfg) -> dict:
     return {"gain": cfg.gain, "threshold": cfg.threshold}
 
 
-def _profile(model, X, Y, rule):
+def _profile(cfg, model, X, Y, rule):
     """(delivered signal norms, true delta norms, angles) per layer at the current weights."""
     from .. import rules
 
-    sig = rules.compare_to_gradient(model, X, Y, rule, loss="mse")
+    sig = rules.compare_to_gradient(model, X, Y, rule, loss="mse", **_rule_params(cfg, rule))
     return (C.batch_mean_norms(sig.signals), C.batch_mean_norms(sig.true_deltas),
             np.asarray(sig.angles, dtype=np.float64))
 
@@ -133,6 +154,25 @@ def _mlp_profile(net, X, Y):
     _, grads = net.gradients(X, Y, loss="mse")
     norms = C.batch_mean_norms(grads.deltas)
     return norms, norms, np.zeros(norms.size)
+
+
+def _predicted_profile(cfg, model, X, kind: str) -> np.ndarray:
+    """Mean-field ``sqrt(E||delta_l||^2 / E||delta_{L-1}||^2)`` over the hidden layers of a rate
+    network with zero-mean weights (NaN under Dale's law, whose weights have a non-zero mean).
+
+    Bounded weights enter through their clipped standard deviation; the pre-activation
+    variance starts from the inputs' ``||x||^2 / n_in``.
+    """
+    from ..analysis import meanfield
+
+    n_hidden = model.n_layers - 1
+    if kind == "dale" or n_hidden < 1:
+        return np.full(max(n_hidden, 0), np.nan)
+    k = model.w_bounds[1] / (cfg.sigma_w / np.sqrt(cfg.width))
+    sigma_eff = meanfield.effective_sigma_w(cfg.sigma_w, k)
+    q0 = float(np.mean(np.sum(np.square(X), axis=1)) / X.shape[1])
+    profile = meanfield.gradient_profile(model.activation, sigma_eff, 0.0, n_hidden, q0=q0)
+    return np.sqrt(profile)
 
 
 class AnnVsBio(Experiment):
@@ -204,11 +244,11 @@ class AnnVsBio(Experiment):
             rule = variant.split(":", 1)[1]
             lr = cfg.rule_lrs[cfg.rules.index(rule)]
             model = _rate_network(cfg, sizes, model_seed, rule=rule)
-            before = _profile(model, X, Y, rule) if record else None
+            before = _profile(cfg, model, X, Y, rule) if record else None
             history = ns.train(model, task, rule=rule, lr=lr, epochs=cfg.epochs,
                                batch_size=cfg.batch_size, loss="mse", record_every=every,
-                               seed=train_seed)
-            after = _profile(model, X, Y, rule) if record else None
+                               seed=train_seed, **_rule_params(cfg, rule))
+            after = _profile(cfg, model, X, Y, rule) if record else None
         out = {"test_accuracy": C.pad_rows(history.test_accuracy, cfg.epochs),
                "accuracy": C.pad_rows(history.accuracy, cfg.epochs),
                "loss": C.pad_rows(history.loss, cfg.epochs),
@@ -231,10 +271,11 @@ class AnnVsBio(Experiment):
                   "dale": {"dale": value}}.get(kind, {})
         model = _rate_network(cfg, sizes, model_seed, **kwargs)
         X, Y = task.X_train[:cfg.probe_batch], task.Y_train[:cfg.probe_batch]
-        bp_signal, delta, _ = _profile(model, X, Y, "backprop")
-        fa_signal, _, _ = _profile(model, X, Y, "feedback_alignment")
+        _, delta, _ = _profile(cfg, model, X, Y, "backprop")
+        fa_signal, _, _ = _profile(cfg, model, X, Y, "feedback_alignment")
         _, rates = model.layer_outputs(X)
         return {"delta": delta, "fa_signal": fa_signal,
+                "predicted": _predicted_profile(cfg, model, X, kind),
                 "mean_rate": np.array([float(np.mean(r)) for r in rates]),
                 "weight_std": np.array([float(np.std(w)) for w in model.weights])}
 
@@ -273,6 +314,7 @@ class AnnVsBio(Experiment):
         out["constraint_kinds"], out["constraint_values"] = np.array(kinds), np.array(values)
         for k in ("constraint_delta", "constraint_fa_signal", "constraint_mean_rate"):
             out[k] = np.full((S, R, L), np.nan)
+        out["constraint_predicted"] = np.full((S, L - 1), np.nan)
         out["constraint_weight_std"] = np.full((S, R, L), np.nan)
         settings = list(zip(kinds, values, strict=True))
         for p, a in zip(points, arrays, strict=True):
@@ -283,6 +325,7 @@ class AnnVsBio(Experiment):
             out["constraint_fa_signal"][idx] = a["fa_signal"]
             out["constraint_mean_rate"][idx] = a["mean_rate"]
             out["constraint_weight_std"][idx] = a["weight_std"]
+            out["constraint_predicted"][idx[0]] = a["predicted"]
 
         D = len(cfg.depths)
         out["depth_test_accuracy"] = np.full((V, D, R), np.nan)
@@ -334,20 +377,25 @@ class AnnVsBio(Experiment):
         groups = [g for g in groups if g[0] in kinds]
         fig, axes = C.new_figure(1, max(1, len(groups)), width=3.4, sharey=True)
         ref = kinds.index("reference")
+        hidden = layers[:-1]
         for col, (kind, title) in enumerate(groups):
             ax = axes[0, col]
             rows = [ref] + [i for i, k in enumerate(kinds) if k == kind]
             for n, i in enumerate(rows):
-                prof = C.geometric_mean(data["constraint_delta"][i], axis=0)
+                prof = C.geometric_mean(data["constraint_delta"][i], axis=0)[:-1]
                 label = (f"reference (k={C.fmt(cfg.w_bound)}, r_max={C.fmt(cfg.r_max)}, no Dale)"
                          if i == ref else f"{C.fmt(values[i])}")
-                ax.plot(layers, prof / prof[-1], color=C.PALETTE[n % 8], marker=C.MARKERS[n % 8],
-                        ms=4, label=label)
+                color = C.PALETTE[n % 8]
+                ax.plot(hidden, prof / prof[-1], color=color, ls="none",
+                        marker=C.MARKERS[n % 8], ms=4, label=label)
+                ax.plot(hidden, data["constraint_predicted"][i], color=color, lw=1, ls="--")
             ax.set_yscale("log")
-            C.layer_axis(ax, L)
+            C.layer_axis(ax, L - 1)
             ax.set_title(title, fontsize=9)
             ax.legend(fontsize=7)
-        axes[0, 0].set_ylabel(r"true $\langle\|\delta_l\|\rangle$ / output layer")
+        axes[0, 0].set_ylabel(r"true $\langle\|\delta_l\|\rangle$ / last hidden layer")
+        fig.suptitle("Rate network at initialisation: markers measured, dashed mean field "
+                     "(none under Dale's law)", fontsize=9)
         figs["constraints"] = fig
 
         fig, axes = C.new_figure(1, 1, width=4.4, height=3.3)
@@ -404,9 +452,11 @@ class AnnVsBio(Experiment):
         kinds = list(data["constraint_kinds"])
         cons = []
         for i, (kind, value) in enumerate(zip(kinds, data["constraint_values"], strict=True)):
-            prof = C.geometric_mean(data["constraint_delta"][i], axis=0)
+            prof = C.geometric_mean(data["constraint_delta"][i], axis=0)[:-1]
             name = "reference" if kind == "reference" else f"{kind}={C.fmt(value)}"
-            cons.append(f"{name} {C.fmt(prof[0] / prof[-1])}")
+            theory = data["constraint_predicted"][i][0]
+            cons.append(f"{name} {C.fmt(prof[0] / prof[-1])}"
+                        + ("" if not np.isfinite(theory) else f" (theory {C.fmt(theory)})"))
         captions = {
             "signal_profiles": (
                 f"Batch-mean norm of the error signal each rule delivers to layers 1..{L} "
@@ -418,10 +468,11 @@ class AnnVsBio(Experiment):
                 "the same rate network. Layer-1 / output-layer signal ratio, init -> trained: "
                 + "; ".join(first_last) + "."),
             "constraints": (
-                "True gradient signal per layer (relative to the output layer) of the rate "
-                f"network at initialisation as one constraint changes (mean over "
-                f"{cfg.replicates} network(s)); layer-1 / output ratio: " + "; ".join(cons)
-                + "."),
+                "True gradient signal per hidden layer (relative to the last hidden layer) of "
+                "the rate network at initialisation as one constraint changes (geometric mean "
+                f"over {cfg.replicates} network(s)); dashed: mean field with the clipped weight "
+                "variance and the activation's r_max. Layer-1 / last-hidden ratio: "
+                + "; ".join(cons) + "."),
             "accuracy_vs_depth": (
                 f"Test accuracy after {cfg.epochs} epochs against the number of hidden layers "
                 f"(width {cfg.width}) for every model and rule; chance "

@@ -96,7 +96,7 @@ class Isometry(Experiment):
         # a_0 = phi(h_0) with h_0 ~ N(0, q*): then h_1 has variance q* from the first layer on
         rng = np.random.default_rng(data_seed)
         X = activations.get(act).value(rng.standard_normal((cfg.n_inputs, n)) * np.sqrt(q_star))
-        spectrum = jacobian_spectrum(net, X)
+        spectrum = jacobian_spectrum(net, X, theory=False)
         sv = np.asarray(spectrum.singular_values, dtype=np.float64).reshape(cfg.n_inputs, -1)
         return {"singular_values": sv}
 

@@ -34,7 +34,7 @@ class PhaseDiagramConfig:
                                          min=0.0, min_exclusive=True, min_items=2)
     theory_sigma_b2: list[float] = param([0.0, 1.0], "theory grid: sigma_b^2 range (min, max)",
                                          min=0.0, min_items=2)
-    theory_points: list[int] = param([60, 30], "theory grid points along sigma_w^2, sigma_b^2",
+    theory_points: list[int] = param([40, 16], "theory grid points along sigma_w^2, sigma_b^2",
                                      min=2, min_items=2)
     sigma_w2: list[float] = param([0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0],
                                   "sigma_w^2 values of the measured points", min=0.0,
@@ -79,7 +79,7 @@ class PhaseDiagram(Experiment):
                  "growth_depth": 4, "growth_width": 32, "growth_batch": 4, "depths": [2, 6],
                  "train_width": 16, "n_train": 64, "n_test": 32, "epochs": 2,
                  "batch_size": 16, "replicates": 1},
-        "quick": {"theory_points": [40, 20], "sigma_w2": [0.5, 1.0, 1.5, 2.0, 2.5, 3.5],
+        "quick": {"theory_points": [20, 8], "sigma_w2": [0.5, 1.0, 1.5, 2.0, 2.5, 3.5],
                   "sigma_b2": [0.0, 0.05, 0.3], "growth_depth": 16, "growth_width": 128,
                   "growth_batch": 8, "depths": [4, 8, 16, 32], "train_width": 32,
                   "n_train": 512, "n_test": 128, "epochs": 5, "replicates": 1},
@@ -277,8 +277,10 @@ class PhaseDiagram(Experiment):
         fig, axes = C.new_figure(1, 1, width=5.0, height=3.6)
         ax = axes[0, 0]
         acc = np.nanmean(data["train_accuracy"], axis=2)
-        mesh = ax.pcolormesh(data["sigma_w2"], data["depths"], acc.T, cmap="magma",
-                             vmin=1.0 / cfg.n_classes, vmax=1.0, shading="nearest")
+        x_edges = _edges(np.asarray(data["sigma_w2"], dtype=float), log=False)
+        y_edges = _edges(np.asarray(data["depths"], dtype=float), log=True)
+        mesh = ax.pcolormesh(x_edges, y_edges, acc.T, cmap="magma", vmin=1.0 / cfg.n_classes,
+                             vmax=1.0)
         fig.colorbar(mesh, ax=ax, label="training accuracy")
         fine, xi_fine = data["fine_sigma_w2"], data["fine_xi_c"]
         ax.plot(fine, np.where(np.isfinite(xi_fine), 6 * xi_fine, np.nan), color="w", lw=2,
@@ -286,7 +288,10 @@ class PhaseDiagram(Experiment):
         ax.plot(fine, np.where(np.isfinite(xi_fine), xi_fine, np.nan), color="w", lw=1,
                 ls="--", label=r"$\xi_c$")
         ax.set_yscale("log")
-        ax.set_ylim(min(data["depths"]) / 1.5, max(data["depths"]) * 1.5)
+        ax.set_ylim(y_edges[0], y_edges[-1])
+        ax.set_xlim(x_edges[0], x_edges[-1])
+        ax.set_yticks(data["depths"], [str(d) for d in data["depths"]])
+        ax.minorticks_off()
         ax.set_xlabel(r"$\sigma_w^2$")
         ax.set_ylabel("hidden layers L")
         ax.set_title(f"{cfg.activation}, $\\sigma_b^2$={cfg.train_sigma_b2:g}: "
@@ -353,6 +358,17 @@ class PhaseDiagram(Experiment):
         return (f"Measured gradient growth follows mean-field chi_1 within "
                 f"{C.fmt(100 * np.nanmedian(err), 2)}% (median over "
                 f"{err.size} (sigma_w^2, sigma_b^2) points).")
+
+
+def _edges(centres: np.ndarray, log: bool) -> np.ndarray:
+    """Cell edges around sorted cell centres (geometric midpoints on a log axis)."""
+    c = np.log(centres) if log else centres
+    if c.size == 1:
+        mid = np.array([c[0] - 0.5, c[0] + 0.5])
+    else:
+        inner = (c[1:] + c[:-1]) / 2
+        mid = np.concatenate([[c[0] - (inner[0] - c[0])], inner, [c[-1] + (c[-1] - inner[-1])]])
+    return np.exp(mid) if log else mid
 
 
 EXPERIMENT = PhaseDiagram()

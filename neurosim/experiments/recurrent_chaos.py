@@ -86,13 +86,14 @@ class RecurrentChaos(Experiment):
         steps_per_tau = cfg.tau / cfg.dt
         transient = int(round(cfg.transient * steps_per_tau))
         measure = int(round(cfg.duration * steps_per_tau))
-        lam = lyapunov_exponent(rec, steps=measure, transient=transient, seed=sim_seed)
+        lam = lyapunov_exponent(rec, duration=cfg.duration, transient=cfg.transient,
+                                seed=sim_seed)
         trace = rec.simulate(steps=transient + measure, record_every=max(1, int(steps_per_tau)),
                              seed=sim_seed)
         rates = np.asarray(trace.rates[0])[:, 0, :]  # (records, n)
-        keep = trace.times >= cfg.transient * cfg.tau
-        late = rates[keep]
-        return {"lyapunov": np.array(float(getattr(lam, "exponent", lam))),
+        late = rates[trace.times >= cfg.transient * cfg.tau]
+        return {"lyapunov": np.array(float(lam.exponent)),
+                "lyapunov_stderr": np.array(float(lam.stderr[0])),
                 "temporal_std": np.array(float(np.mean(np.std(late, axis=0)))),
                 "mean_abs_rate": np.array(float(np.mean(np.abs(late)))),
                 "j_std": np.array(float(np.std(rec.J) * np.sqrt(cfg.n)))}
@@ -101,7 +102,8 @@ class RecurrentChaos(Experiment):
         bounds = [0.0, *cfg.bounds]
         G, B, R = len(cfg.gains), len(bounds), cfg.replicates
         out = {k: np.full((G, B, R), np.nan)
-               for k in ("lyapunov", "temporal_std", "mean_abs_rate", "j_std")}
+               for k in ("lyapunov", "lyapunov_stderr", "temporal_std", "mean_abs_rate",
+                         "j_std")}
         for p, a in zip(points, arrays, strict=True):
             idx = (cfg.gains.index(p.coords["gain"]), bounds.index(p.coords["bound"]),
                    p.coords["replicate"])
@@ -124,8 +126,9 @@ class RecurrentChaos(Experiment):
             label = "unbounded" if c == 0 else f"|J| <= {C.fmt(c)}/sqrt(n)"
             color = C.PALETTE[ib % 8]
             lam = data["lyapunov"][:, ib]
-            axes[0, 0].errorbar(gains, np.nanmean(lam, axis=1),
-                                yerr=np.nanstd(lam, axis=1) if lam.shape[1] > 1 else None,
+            # spread over networks, or the time-average's standard error for a single network
+            err = np.nanstd(lam, axis=1) if lam.shape[1] > 1 else data["lyapunov_stderr"][:, ib, 0]
+            axes[0, 0].errorbar(gains, np.nanmean(lam, axis=1), yerr=err,
                                 ls="none", marker=C.MARKERS[ib], color=color, capsize=2,
                                 label=label)
             g_eff = data["fine_effective_gain"][:, ib]

@@ -137,9 +137,8 @@ def train_epoch(layout, act_params, params, grad, X, Y, order, batch_size, loss_
             norm = np.sqrt(np.float64(total_sq))
             if norm > clip_norm:
                 gscale = clip_norm / norm
-        bad = optimizer_step(opt_code, params, grad, s1, s2, lr, hyper, step + 1, weight_decay,
-                             gscale, clip_value)
-        if bad > 0:
+        if not optimizer_step(opt_code, params, grad, s1, s2, lr, hyper, step + 1,
+                              weight_decay, gscale, clip_value):
             return steps, rec - rec0, True
         if has_bn:
             for l in range(n_layers):

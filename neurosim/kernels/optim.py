@@ -16,8 +16,8 @@ adam        ``m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
             p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)``
 ==========  ==================================================================================
 
-A parameter whose new value would not be finite keeps its old value and is counted, so the
-caller can stop with every parameter at its last finite value.
+A parameter whose new value would not be finite keeps its old value (and the step reports it),
+so the caller can stop with every parameter at its last finite value.
 """
 
 import numpy as np
@@ -41,9 +41,9 @@ H_BETA2 = 3
 H_EPS = 4
 N_HYPER = 5
 
-# Reassociation lets LLVM vectorise the sums; no flag that assumes away NaN or inf.
+# Reassociation lets LLVM vectorise the sums (and the finiteness probe of the updates); no flag
+# that assumes away NaN or inf.
 REDUCE_FASTMATH = {"reassoc", "contract"}
-UPDATE_FASTMATH = {"contract"}
 
 
 @njit(cache=True, error_model="numpy", fastmath=REDUCE_FASTMATH)
@@ -93,7 +93,7 @@ def weight_grad_norms(grad, layout, out):
         out[l] = np.sqrt(total)
 
 
-@njit(cache=True, error_model="numpy", fastmath=UPDATE_FASTMATH)
+@njit(cache=True, error_model="numpy", fastmath=REDUCE_FASTMATH)
 def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscale, clip_value):
     """One optimizer update of the flat buffer ``params`` in place.
 
@@ -114,8 +114,9 @@ def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscal
 
     Returns
     -------
-    int
-        Number of parameters whose update was not finite (they keep their old value).
+    bool
+        True when every new value is finite; otherwise those that are not keep their old
+        value.
     """
     one = like(params, 1.0)
     lr = like(params, lr)
@@ -124,16 +125,17 @@ def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscal
     cv = like(params, clip_value)
     mu = hyper[H_MOMENTUM]
     eps = hyper[H_EPS]
-    bad = 0
+    zero = like(params, 0.0)
+    probe = zero
     n = params.shape[0]
     if code == SGD:
         for i in range(n):
             p = params[i]
             g = min(max(grad[i], -cv), cv) * gs + wd * p
             new = p - lr * g
-            ok = new - new == 0
-            params[i] = new if ok else p
-            bad += not ok
+            d = new - new  # 0, or NaN when new is not finite
+            params[i] = new if d == zero else p
+            probe += d
     elif code == MOMENTUM or code == NESTEROV:
         nesterov = code == NESTEROV
         for i in range(n):
@@ -142,9 +144,9 @@ def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscal
             v = mu * s1[i] + g
             s1[i] = v
             new = p - lr * (g + mu * v) if nesterov else p - lr * v
-            ok = new - new == 0
-            params[i] = new if ok else p
-            bad += not ok
+            d = new - new  # 0, or NaN when new is not finite
+            params[i] = new if d == zero else p
+            probe += d
     elif code == RMSPROP:
         rho = hyper[H_RHO]
         for i in range(n):
@@ -153,9 +155,9 @@ def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscal
             s = rho * s1[i] + (one - rho) * g * g
             s1[i] = s
             new = p - lr * g / (np.sqrt(s) + eps)
-            ok = new - new == 0
-            params[i] = new if ok else p
-            bad += not ok
+            d = new - new  # 0, or NaN when new is not finite
+            params[i] = new if d == zero else p
+            probe += d
     elif code == ADAGRAD:
         for i in range(n):
             p = params[i]
@@ -163,9 +165,9 @@ def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscal
             s = s1[i] + g * g
             s1[i] = s
             new = p - lr * g / (np.sqrt(s) + eps)
-            ok = new - new == 0
-            params[i] = new if ok else p
-            bad += not ok
+            d = new - new  # 0, or NaN when new is not finite
+            params[i] = new if d == zero else p
+            probe += d
     else:
         b1 = hyper[H_BETA1]
         b2 = hyper[H_BETA2]
@@ -179,7 +181,7 @@ def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscal
             s1[i] = m
             s2[i] = v
             new = p - lr * (m * c1) / (np.sqrt(v * c2) + eps)
-            ok = new - new == 0
-            params[i] = new if ok else p
-            bad += not ok
-    return bad
+            d = new - new  # 0, or NaN when new is not finite
+            params[i] = new if d == zero else p
+            probe += d
+    return probe == zero

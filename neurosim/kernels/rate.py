@@ -20,7 +20,11 @@ equilibrium propagation: symmetric couplings make ``E(r) = sum_i int^{r_i} F^{-1
 W_l r_l - sum_l b_l r_l`` a Lyapunov function of the dynamics. A nudge ``beta`` adds
 ``beta * (y - r_L)`` to the output currents (the gradient of ``-beta/2 ||r_L - y||^2``).
 
-Every kernel keeps the floating type of its arrays (float32 or float64).
+Every kernel keeps the floating type of its arrays (float32 or float64). The logistic transfer
+function runs through an exp written as plain arithmetic so that LLVM vectorises it (libm's exp
+is a scalar call), accurate to about one ulp; the other transfer functions use the scalar
+kernels of :mod:`neurosim.kernels.activations`. Matrix products go to BLAS through ``np.dot``;
+the elementwise work around them is fused into as few passes as possible.
 """
 
 import numpy as np

@@ -5,13 +5,15 @@ arrays on the device. Importing this package imports ``numba.cuda``; nothing on 
 it (models import it only for ``device="cuda"``, through :mod:`neurosim._device`).
 
 Modules: ``activations`` (device functions phi/dphi/d2phi and apply_* kernels), ``losses``,
-``gemm`` (tiled matrix product with fused bias/activation epilogues), ``reduce`` (deterministic
-norms), ``dense`` and ``optim`` (MLP training), ``rate`` and ``rules`` (rate networks).
+``gemm`` (tiled matrix product and matrix-vector kernel with fused epilogues), ``reduce``
+(deterministic norms), ``dense``, ``optim`` and ``mlp_train`` (MLP training), ``rate`` and
+``rules`` (rate networks), ``random`` (float32-pure device random numbers).
 """
 
 from importlib import import_module
 
-_MODULES = ("activations", "losses", "gemm", "reduce", "dense", "optim", "rate", "rules")
+_MODULES = ("activations", "losses", "gemm", "reduce", "dense", "optim", "mlp_train", "rate",
+            "rules", "random")
 
 
 def __getattr__(name):
@@ -32,10 +34,7 @@ def kernel_signatures(dt, int_t, bool_t):
     """
     out = []
     for module_name in _MODULES:
-        try:
-            module = import_module(f"{__name__}.{module_name}")
-        except ModuleNotFoundError:
-            continue
+        module = import_module(f"{__name__}.{module_name}")
         describe = getattr(module, "_signatures", None)
         if describe is not None:
             for name, func, args in describe(dt, int_t, bool_t):
