@@ -21,7 +21,12 @@ import numpy as np
 
 @contextlib.contextmanager
 def pin_threads(n: int):
-    """Limit BLAS/OpenMP pools (threadpoolctl) and PyTorch (if imported) to ``n`` threads."""
+    """Limit BLAS/OpenMP pools (threadpoolctl) and PyTorch (if imported) to ``n`` threads.
+
+    threadpoolctl only sees libraries already loaded, so the BLAS that numba's ``np.dot``
+    calls (SciPy's) is loaded first.
+    """
+    import scipy.linalg.cython_blas  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     torch_threads = None

@@ -55,6 +55,54 @@ class ConvergenceWarning(RuntimeWarning):
     """A relaxation stopped at ``max_steps`` before its residual fell below ``tol``."""
 
 
+class Backend:
+    """Kernel modules and array transfers of one device.
+
+    On the CPU, ``put`` and ``host`` return their argument, so the kernels work in place on the
+    model's own arrays. With ``device="cuda"`` the CUDA twins of the kernels run on device
+    copies and results come back to the host.
+    """
+
+    def __init__(self, device):
+        self.device = device
+        if device == "cpu":
+            self.rate, self.rules, self.cuda = _k, _rules_k, None
+        else:
+            from ._device import cuda_api
+            from .kernels.cuda import rate as cuda_rate
+            from .kernels.cuda import rules as cuda_rules
+            from .kernels.cuda._launch import is_device_array
+
+            self.rate, self.rules, self.cuda = cuda_rate, cuda_rules, cuda_api()
+            self._on_device = is_device_array
+
+    def put(self, a):
+        if self.cuda is None or self._on_device(a):
+            return a
+        return self.cuda.to_device(np.ascontiguousarray(a))
+
+    def host(self, a):
+        return a if self.cuda is None or not self._on_device(a) else a.copy_to_host()
+
+    def empty(self, shape, dtype):
+        if self.cuda is None:
+            return np.empty(shape, dtype=dtype)
+        return self.cuda.device_array(shape, dtype=dtype)
+
+    def back(self, device_array, out):
+        """Copy a result into the host array ``out`` (nothing to do when it already is)."""
+        if self.cuda is not None and self._on_device(device_array):
+            device_array.copy_to_host(out)
+        elif device_array is not out:
+            out[...] = device_array
+        return out
+
+    def generator(self, rng):
+        """The noise source the kernels take: the NumPy generator, or device states seeded
+        from it."""
+        return rng if self.cuda is None else self.rate.noise_rng(rng)
+
+
 @dataclass
 class SteadyState:
     """Result of :meth:`RateNetwork.steady_state`.
@@ -306,8 +354,8 @@ class RateNetwork:
     init_bounds : {None, "error", "clip", "rescale"}
         What to do with initial weights outside the bounds. None: clip random draws, reject
         given ``weights``.
-    device : {"cpu"}
-        Rate networks run on the CPU.
+    device : {"cpu", "cuda"}
+        Where the kernels run (CUDA: the twins in :mod:`neurosim.kernels.cuda`).
     """
 
     def __init__(self, sizes, activation="logistic", r_max=1.0, w_bounds=(-1.0, 1.0), dale=None,
@@ -338,9 +386,7 @@ class RateNetwork:
         if init_bounds is not None:
             check_choice("init_bounds", init_bounds, INIT_BOUNDS)
         self.device = resolve_device(device)
-        if self.device != "cpu":
-            raise ValueError("RateNetwork runs on device='cpu' only; CUDA rate kernels are not "
-                             "available")
+        self._backend = Backend(self.device)
         self.rng = np.random.default_rng(self.seed)
         self._build_layout()
         self._draw_dale_signs()
@@ -557,15 +603,18 @@ class RateNetwork:
         return (1e-8 if self.dtype == np.float64 else 1e-5) * (high - low)
 
     def _relax_flat(self, X, R, tol, max_steps, Y=None, beta=0.0, a=None):
+        be = self._backend
         batch = X.shape[0]
-        H = np.empty_like(R)
-        T = np.empty(batch * max(self.sizes[1:]), dtype=self.dtype)
         Yk = X if Y is None else Y
         a = self.integration_coefficient if a is None else a
-        steps, residual = _k.relax(self.activation.code, self._ap, self._params, self._w_off,
-                                   self._b_off, self._sizes, X, R, H, T, self.dtype.type(a),
-                                   self.dtype.type(self.feedback_gain), Yk,
-                                   self.dtype.type(beta), self.dtype.type(tol), max_steps)
+        dR = be.put(R)
+        t = self.dtype.type
+        steps, residual = be.rate.relax(
+            self.activation.code, self._ap, be.put(self._params), self._w_off, self._b_off,
+            self._sizes, be.put(X), dR, be.empty(R.shape[0], self.dtype),
+            be.empty(batch * max(self.sizes[1:]), self.dtype), t(a), t(self.feedback_gain),
+            be.put(Yk), t(beta), t(tol), max_steps)
+        be.back(dR, R)
         return int(steps), float(residual)
 
     def steady_state(self, X, tol=None, max_steps=20000, initial=None, warn=True) -> SteadyState:
@@ -603,26 +652,28 @@ class RateNetwork:
 
     def _forward_flat(self, X):
         """Currents and rates (flat) at the fixed point of every layer."""
+        be = self._backend
         batch = X.shape[0]
         n = batch * sum(self.sizes[1:])
         H = np.empty(n, dtype=self.dtype)
-        R = np.empty(n, dtype=self.dtype)
+        R = np.zeros(n, dtype=self.dtype)
+        code, ap = self.activation.code, self._ap
         if self.feedback is None:
-            _k.feedforward(self.activation.code, self._ap, self._params, self._w_off, self._b_off,
-                           self._sizes, X, H, R)
-        else:
-            R[:] = 0
-            tol = self._default_tol(None)
-            steps, residual = self._relax_flat(X, R, tol, 200000)
-            if residual >= tol:
-                warnings.warn(f"the fixed point did not converge (residual {residual:.3g})",
-                              ConvergenceWarning, stacklevel=3)
-            T = np.empty(batch * max(self.sizes[1:]), dtype=self.dtype)
-            D = np.empty_like(H)
-            _rules_k.currents_and_slopes(self.activation.code, self._ap, self._params, self._w_off,
-                                self._b_off, self._sizes, X, R, H, T,
-                                self.dtype.type(1.0), D)
-        return H, R
+            dH, dR = be.empty(n, self.dtype), be.empty(n, self.dtype)
+            be.rate.feedforward(code, ap, be.put(self._params), self._w_off, self._b_off,
+                                self._sizes, be.put(X), dH, dR)
+            return be.back(dH, H), be.back(dR, R)
+        tol = self._default_tol(None)
+        _, residual = self._relax_flat(X, R, tol, 200000)
+        if residual >= tol:
+            warnings.warn(f"the fixed point did not converge (residual {residual:.3g})",
+                          ConvergenceWarning, stacklevel=3)
+        dH = be.empty(n, self.dtype)
+        be.rules.currents_and_slopes(code, ap, be.put(self._params), self._w_off, self._b_off,
+                                     self._sizes, be.put(X), be.put(R), dH,
+                                     be.empty(batch * max(self.sizes[1:]), self.dtype),
+                                     self.dtype.type(1.0), be.empty(n, self.dtype))
+        return be.back(dH, H), R
 
     def forward(self, X) -> np.ndarray:
         """Output-layer rates at the steady state, shape (batch, n_out)."""
@@ -678,13 +729,15 @@ class RateNetwork:
             Z[:] = rng.standard_normal(Z.shape[0]) * self.noise_std
         n_rec = steps // record_every + 1
         trace = np.empty((n_rec, R.shape[0]), dtype=self.dtype)
-        H = np.empty_like(R)
-        T = np.empty(batch * max(self.sizes[1:]), dtype=self.dtype)
+        be = self._backend
         t = self.dtype.type
-        _k.simulate(self.activation.code, self._ap, self._params, self._w_off, self._b_off,
-                    self._sizes, X, R, H, T, Z, t(self.integration_coefficient),
-                    t(self.feedback_gain), steps, record_every, kind, t(scale), t(decay), rng,
-                    trace)
+        noise_source = be.generator(rng) if kind != _k.NOISE_NONE or be.cuda is None else None
+        be.rate.simulate(self.activation.code, self._ap, be.put(self._params), self._w_off,
+                         self._b_off, self._sizes, be.put(X), be.put(R),
+                         be.empty(R.shape[0], self.dtype),
+                         be.empty(batch * max(self.sizes[1:]), self.dtype), be.put(Z),
+                         t(self.integration_coefficient), t(self.feedback_gain), steps,
+                         record_every, kind, t(scale), t(decay), noise_source, trace)
         times = np.arange(n_rec) * (record_every * self.dt)
         return Trace(times, self._split(trace, batch, leading=(n_rec,)))
 
@@ -768,7 +821,7 @@ class RecurrentRateNetwork:
         As for :class:`RateNetwork`.
     self_connections : bool
         Keep the diagonal of ``J`` (default True, as in the original model).
-    device : {"cpu"}
+    device : {"cpu", "cuda"}
     """
 
     def __init__(self, n=1000, gain=1.5, activation="tanh", seed=0, tau=0.01, dt=0.001,
@@ -793,8 +846,7 @@ class RecurrentRateNetwork:
             check_choice("init_bounds", init_bounds, INIT_BOUNDS)
         self.self_connections = bool(self_connections)
         self.device = resolve_device(device)
-        if self.device != "cpu":
-            raise ValueError("RecurrentRateNetwork runs on device='cpu' only")
+        self._backend = Backend(self.device)
         self.rng = np.random.default_rng(self.seed)
         self.dale_signs = (None if self.dale is None
                            else _draw_signs(self.rng, self.n, self.dale))
@@ -917,9 +969,13 @@ class RecurrentRateNetwork:
         trace = np.empty((n_rec, trials, self.n), dtype=self.dtype)
         t = self.dtype.type
         form = _k.FORM_CURRENT if self.form == "current" else _k.FORM_RATE
-        _k.recurrent_simulate(self.activation.code, self._ap, self._J, Iarr, V,
-                              t(self.integration_coefficient), form, steps, record_every, kind,
-                              t(scale), t(decay), Z, rng, trace)
+        be = self._backend
+        noise_source = be.generator(rng) if kind != _k.NOISE_NONE or be.cuda is None else None
+        dV = be.put(V)
+        be.rate.recurrent_simulate(self.activation.code, self._ap, be.put(self._J), be.put(Iarr),
+                                   dV, t(self.integration_coefficient), form, steps,
+                                   record_every, kind, t(scale), t(decay), be.put(Z),
+                                   noise_source, trace)
         times = np.arange(n_rec) * (record_every * self.dt)
         rates = trace if self.form == "rate" else self.activation.value(trace)
         return Trace(times, [rates], states=trace)

@@ -94,7 +94,7 @@ def _provenance_lines(manifest: dict) -> list[str]:
     timings = manifest.get("timings", {})
     if "total_s" in timings:
         executor = manifest.get("executor", {})
-        n_points = len(manifest.get("points", []))
+        n_points = manifest.get("n_points", len(manifest.get("points", [])))
         lines.append(
             f"- time: {timings['total_s']:.1f} s in all ({n_points} sweep points, "
             f"{timings.get('points_total_s', 0.0):.1f} s of point compute, executor "

@@ -46,6 +46,16 @@ _TMP_PREFIX = ".tmp-"
 _PACKAGES = ("neurosim", "numpy", "numba", "llvmlite", "scipy", "matplotlib", "tqdm")
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by their owner only; results follow the umask instead
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 class ResultsError(ValueError):
     """A results directory cannot be used as asked (wrong experiment, other config, corrupt)."""
 
@@ -77,6 +87,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + path.name + ".", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -98,6 +98,8 @@ RULES = {
     )
 }
 NUDGES = ("positive", "symmetric")
+#: rules with CUDA kernels (feedforward networks only)
+CUDA_RULES = ("backprop", "feedback_alignment", "direct_feedback_alignment")
 
 
 def _resolve_rule(model, rule, loss, rule_params):
@@ -123,6 +125,11 @@ def _resolve_rule(model, rule, loss, rule_params):
         raise ValueError(
             f"rule {rule!r} trains the energy-based network with symmetric feedback: build it "
             "with RateNetwork(..., feedback='symmetric')"
+        )
+    if model.device == "cuda" and (rule not in CUDA_RULES or model.feedback is not None):
+        raise ValueError(
+            f"rule {rule!r} does not run on device='cuda': the CUDA kernels cover "
+            f"{', '.join(CUDA_RULES)} on feedforward networks; use device='cpu'"
         )
     if rule == "equilibrium_propagation":
         if loss != "mse":
@@ -207,6 +214,10 @@ class _Engine:
         self.dtype = model.dtype
         self.code = model.activation.code
         self.bcm_theta = None
+        self.be = be = model._backend
+        # Device copies (on the CPU these are the model's own arrays, updated in place).
+        self.P = be.put(model._params)
+        self.lo, self.hi = be.put(model._lo), be.put(model._hi)
         self.mode = {"backprop": _k.BACKPROP, "feedback_alignment": _k.FEEDBACK_ALIGNMENT,
                      "direct_feedback_alignment": _k.DIRECT_FEEDBACK_ALIGNMENT}.get(rule)
         self.M = np.zeros(1, dtype=self.dtype)
@@ -216,7 +227,12 @@ class _Engine:
             self.M = np.ascontiguousarray(np.concatenate([m.ravel() for m in mats]),
                                           dtype=self.dtype)
             self.m_off = np.cumsum([0] + [m.size for m in mats[:-1]]).astype(np.int64)
-        self.vel = np.zeros(model.n_params, dtype=self.dtype)
+        self.M = be.put(self.M)
+        self.vel = be.put(np.zeros(model.n_params, dtype=self.dtype))
+
+    def sync(self):
+        """Copy device parameters back into the model (nothing to do on the CPU)."""
+        self.be.back(self.P, self.model._params)
 
     # ---------------------------------------------------------------- states and gradients
     def _flat(self, batch):
@@ -229,11 +245,13 @@ class _Engine:
         """Currents H and rates R (flat) at the network's (free) fixed point."""
         m = self.model
         batch = X.shape[0]
-        H, R = self._flat(batch), self._flat(batch)
         if m.feedback is None:
-            _rate_k.feedforward(self.code, m._ap, m._params, m._w_off, m._b_off, m._sizes, X,
-                                H, R)
+            n = batch * sum(m.sizes[1:])
+            H, R = self.be.empty(n, self.dtype), self.be.empty(n, self.dtype)
+            self.be.rate.feedforward(self.code, m._ap, self.P, m._w_off, m._b_off, m._sizes,
+                                     self.be.put(X), H, R)
             return H, R
+        H, R = self._flat(batch), self._flat(batch)
         R[:] = 0
         tol = self._tol(tol)
         _, residual = m._relax_flat(X, R, tol, max_steps)
@@ -260,7 +278,8 @@ class _Engine:
     def loss_grad(self, R, Y):
         batch = Y.shape[0]
         E = np.empty_like(Y)
-        loss = _loss_k.loss_and_output_grad(self.loss_code, self.output(R, batch), Y, E)
+        out = self.be.host(self.output(R, batch))
+        loss = _loss_k.loss_and_output_grad(self.loss_code, out, Y, E)
         return float(loss), E
 
     def true_gradient(self, X, Y, H, R):
@@ -268,12 +287,15 @@ class _Engine:
         m = self.model
         batch = X.shape[0]
         loss, E = self.loss_grad(R, Y)
-        grads = np.empty(m.n_params, dtype=self.dtype)
-        delta = np.empty_like(H)
         if m.feedback is None:
-            _k.backward(self.code, m._ap, m._params, m._w_off, m._b_off, m._sizes, self.M,
-                        self.m_off, _k.BACKPROP, X, H, R, E, delta, grads)
+            be = self.be
+            grads = be.empty(m.n_params, self.dtype)
+            delta = be.empty(H.shape[0], self.dtype)
+            be.rules.backward(self.code, m._ap, self.P, m._w_off, m._b_off, m._sizes, self.M,
+                              self.m_off, _k.BACKPROP, be.put(X), H, R, be.put(E), delta, grads)
         else:
+            grads = np.empty(m.n_params, dtype=self.dtype)
+            delta = np.empty_like(H)
             D = np.empty_like(H)
             _k.currents_and_slopes(self.code, m._ap, m._params, m._w_off, m._b_off, m._sizes, X,
                                    R, H, self._t_buf(batch), self.dtype.type(1.0), D)
@@ -303,10 +325,11 @@ class _Engine:
             return true[1], true[2], True
         if rule in ("feedback_alignment", "direct_feedback_alignment"):
             _, E = self.loss_grad(R, Y)
-            U = np.empty(m.n_params, dtype=self.dtype)
-            delta = np.empty_like(H)
-            _k.backward(self.code, m._ap, m._params, m._w_off, m._b_off, m._sizes, self.M,
-                        self.m_off, self.mode, X, H, R, E, delta, U)
+            be = self.be
+            U = be.empty(m.n_params, self.dtype)
+            delta = be.empty(H.shape[0], self.dtype)
+            be.rules.backward(self.code, m._ap, self.P, m._w_off, m._b_off, m._sizes, self.M,
+                              self.m_off, self.mode, be.put(X), H, R, be.put(E), delta, U)
             return U, delta, True
         if rule == "equilibrium_propagation":
             return self._equilibrium_propagation(X, Y, R)
@@ -404,8 +427,9 @@ class _Engine:
     # ---------------------------------------------------------------- application
     def apply(self, U, lr_w, momentum, update_biases):
         m = self.model
-        _k.apply_update(m._params, U, self.vel, self.dtype.type(momentum), lr_w, lr_w, m._w_off,
-                        m._b_off, m._sizes, m._lo, m._hi, m.bound_mode == "soft", update_biases)
+        self.be.rules.apply_update(self.P, U, self.vel, self.dtype.type(momentum), lr_w, lr_w,
+                                   m._w_off, m._b_off, m._sizes, self.lo, self.hi,
+                                   m.bound_mode == "soft", update_biases)
 
 
 def _layer_split(model, flat, batch):
@@ -459,7 +483,10 @@ def compare_to_gradient(model, X, Y, rule, loss="mse", seed=0, **rule_params):
     true = eng.true_gradient(X, Y, H, R)
     U, signals, _ = eng.estimate(X, Y, H, R, true)
     batch = X.shape[0]
-    loss_value, G, deltas = true
+    host = eng.be.host
+    loss_value, G, deltas = true[0], host(true[1]), host(true[2])
+    U = host(U)
+    signals = None if signals is None else host(signals)
     updates, bias_updates = _param_split(model, U)
     grads, bias_grads = _param_split(model, G)
     if signals is None:
@@ -492,7 +519,7 @@ def _evaluate(eng, X, Y, kind, chunk=4096):
     for start in range(0, n, chunk):
         Xc, Yc = X[start:start + chunk], Y[start:start + chunk]
         _, R = eng.free_state(Xc)
-        out = eng.output(R, Xc.shape[0])
+        out = eng.be.host(eng.output(R, Xc.shape[0]))
         total += float(_loss_k.loss_value(eng.loss_code, out, Yc)) * Xc.shape[0]
         if kind == "classification":
             correct += int(np.sum(np.argmax(out, axis=1) == np.argmax(Yc, axis=1)))
@@ -572,15 +599,18 @@ def train_rate_network(model, task, *, rule="backprop", lr=0.01, epochs=10, batc
             recording = step % record_every == 0
             true = eng.true_gradient(X, Y, H, R) if (recording or rule == "backprop") else None
             U, signals, update_biases = eng.estimate(X, Y, H, R, true)
+            host = eng.be.host
             if recording:
-                loss_value, G, deltas = true
+                loss_value, G, deltas = true[0], host(true[1]), host(true[2])
+                U_host = host(U)
+                signals = None if signals is None else host(signals)
                 so = _rate_k.state_offsets(model._sizes, batch)
                 gn, dn, sn, un, an = (np.empty(L) for _ in range(5))
                 for l, (n_in, n_out) in enumerate(zip(model.sizes[:-1], model.sizes[1:],
                                                       strict=True)):
                     o = model._w_off[l]
                     g = G[o:o + n_in * n_out]
-                    u = U[o:o + n_in * n_out]
+                    u = U_host[o:o + n_in * n_out]
                     gn[l] = np.linalg.norm(g)
                     un[l] = np.linalg.norm(u)
                     an[l] = _angle(u, g)
@@ -595,7 +625,7 @@ def train_rate_network(model, task, *, rule="backprop", lr=0.01, epochs=10, batc
                                        "signal_norms", "update_norms", "angles"),
                                       (step, loss_value, gn, dn, sn, un, an), strict=True):
                     rec[key].append(value)
-            if not np.all(np.isfinite(U)):
+            if not np.all(np.isfinite(U_host if recording else host(U))):
                 diverged, diverged_step = True, step
                 break
             eng.apply(U, lr_w, momentum, update_biases)
@@ -610,6 +640,7 @@ def train_rate_network(model, task, *, rule="backprop", lr=0.01, epochs=10, batc
         if not np.isfinite(tr_loss):
             diverged, diverged_step = True, step
             break
+    eng.sync()
 
     def rows(key):
         return np.asarray(rec[key], dtype=np.float64).reshape(len(rec["steps"]), L)

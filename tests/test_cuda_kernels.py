@@ -5,7 +5,9 @@ on a real device. Every output is poisoned with NaN before the launch, so an ele
 fails to write fails the comparison; sizes are odd so they never divide a block or tile.
 """
 
+import contextlib
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -27,17 +29,54 @@ from neurosim.kernels.cuda._launch import SIMULATOR  # noqa: E402
 DTYPES = (np.float32, np.float64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def fast_simulator_switching():
-    """Let the simulator's block manager hand the GIL over quickly.
+@contextlib.contextmanager
+def reliable_simulator():
+    """Run numba's CUDA simulator fast and without its shared-memory race.
 
     The simulator runs each CUDA thread as a Python thread and polls them from the launching
-    thread; with the default 5 ms switch interval every ``syncthreads`` costs milliseconds.
+    thread; with the default 5 ms switch interval every ``syncthreads`` costs milliseconds, so
+    the interval is lowered. Its ``cuda.shared.array`` looks an allocation up and creates it
+    without a lock, so two threads of a block can occasionally get different "shared" arrays
+    (seen as rare wrong reductions); the replacement creates them under a lock, keyed like the
+    original by the calling source line.
     """
-    old = sys.getswitchinterval()
+    if not SIMULATOR:
+        yield
+        return
+    from numba.core import types
+    from numba.cuda.simulator import kernelapi
+    from numba.np import numpy_support
+
+    original = kernelapi.FakeCUDAShared.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None:  # dynamic shared memory: no allocation
+            return original(self, shape, dtype, alignment)
+        if isinstance(dtype, types.Type):
+            dtype = numpy_support.as_dtype(dtype)
+        frame = sys._getframe(1)
+        key = (frame.f_code.co_filename, frame.f_lineno)
+        with lock:
+            found = self._allocations.get(key)
+            if found is None:
+                found = self._allocations[key] = np.empty(shape, dtype)
+        return found
+
+    old_interval = sys.getswitchinterval()
+    kernelapi.FakeCUDAShared.array = array
     sys.setswitchinterval(1e-4)
-    yield
-    sys.setswitchinterval(old)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old_interval)
+        kernelapi.FakeCUDAShared.array = original
+
+
+@pytest.fixture(autouse=True, scope="module")
+def simulator():
+    with reliable_simulator():
+        yield
 
 
 def tol(dtype, scale=1.0):

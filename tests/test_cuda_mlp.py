@@ -4,8 +4,6 @@ Small nets under numba's CUDA simulator (or a GPU with ``--gpu``); workspaces an
 poisoned with NaN so that an unwritten element shows up.
 """
 
-import sys
-
 import numpy as np
 import pytest
 
@@ -18,7 +16,13 @@ cuda = pytest.importorskip("numba.cuda")
 if not cuda.is_available():  # pragma: no cover
     pytest.skip("no CUDA device and no simulator", allow_module_level=True)
 
-from test_cuda_kernels import assert_written_close, fetch, poisoned, tol  # noqa: E402
+from test_cuda_kernels import (  # noqa: E402
+    assert_written_close,
+    fetch,
+    poisoned,
+    reliable_simulator,
+    tol,
+)
 
 from neurosim.kernels.cuda import dense as gpu_dense  # noqa: E402
 from neurosim.kernels.cuda import optim as gpu_optim  # noqa: E402
@@ -29,11 +33,9 @@ DTYPES = (np.float32, np.float64)
 
 
 @pytest.fixture(autouse=True, scope="module")
-def fast_simulator_switching():
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-4)
-    yield
-    sys.setswitchinterval(old)
+def simulator():
+    with reliable_simulator():
+        yield
 
 
 def device_workspaces(net, nb, masks=None):

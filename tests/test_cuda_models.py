@@ -3,7 +3,6 @@
 Runs the models through their public API under numba's CUDA simulator (or a GPU with ``--gpu``).
 """
 
-import sys
 import warnings
 
 import numpy as np
@@ -15,6 +14,8 @@ cuda = pytest.importorskip("numba.cuda")
 if not cuda.is_available():  # pragma: no cover
     pytest.skip("no CUDA device and no simulator", allow_module_level=True)
 
+from test_cuda_kernels import reliable_simulator  # noqa: E402
+
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
 HISTORY_FIELDS = ("loss", "test_loss", "accuracy", "test_accuracy", "steps", "step_loss",
@@ -22,11 +23,9 @@ HISTORY_FIELDS = ("loss", "test_loss", "accuracy", "test_accuracy", "steps", "st
 
 
 @pytest.fixture(autouse=True, scope="module")
-def fast_simulator_switching():
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-4)
-    yield
-    sys.setswitchinterval(old)
+def simulator():
+    with reliable_simulator():
+        yield
 
 
 def rtol(dtype):
@@ -124,8 +123,8 @@ def test_rate_network_training_history_matches_cpu(dtype, rule):
 
 def test_rate_network_cuda_refuses_rules_it_does_not_run():
     rn = ns.RateNetwork([3, 4, 2], device="cuda")
-    with pytest.raises(ValueError, match="equilibrium_propagation.*device='cuda'"):
-        ns.train(rn, toy_task(3, 2), rule="equilibrium_propagation")
+    with pytest.raises(ValueError, match="node_perturbation.*device=.cuda."):
+        ns.train(rn, toy_task(3, 2), rule="node_perturbation")
 
 
 @pytest.mark.parametrize("feedback", [None, "symmetric"])

@@ -3,8 +3,6 @@
 Tiny networks under numba's CUDA simulator (or a GPU with ``--gpu``); outputs poisoned with NaN.
 """
 
-import sys
-
 import numpy as np
 import pytest
 
@@ -16,7 +14,12 @@ cuda = pytest.importorskip("numba.cuda")
 if not cuda.is_available():  # pragma: no cover
     pytest.skip("no CUDA device and no simulator", allow_module_level=True)
 
-from test_cuda_kernels import assert_written_close, fetch, poisoned  # noqa: E402
+from test_cuda_kernels import (  # noqa: E402
+    assert_written_close,
+    fetch,
+    poisoned,
+    reliable_simulator,
+)
 
 from neurosim.kernels.cuda import rate as gpu_rate  # noqa: E402
 from neurosim.kernels.cuda import rules as gpu_rules  # noqa: E402
@@ -30,11 +33,9 @@ UNITS = BATCH * sum(SIZES[1:])
 
 
 @pytest.fixture(autouse=True, scope="module")
-def fast_simulator_switching():
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-4)
-    yield
-    sys.setswitchinterval(old)
+def simulator():
+    with reliable_simulator():
+        yield
 
 
 def network(dtype, **kw):

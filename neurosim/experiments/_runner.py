@@ -21,10 +21,12 @@ class RunOutcome:
     path : Path
         The run (or suite) directory.
     status : str
-        ``complete``, ``incomplete`` (some points failed: rerun to retry them) or
-        ``interrupted``.
+        ``complete`` or ``incomplete`` (some points failed: rerun to retry them). An interrupt
+        (Ctrl-C) propagates as KeyboardInterrupt after the manifest records ``interrupted``.
     computed, skipped, failed : int
-        Points computed in this call, found finished on disk, and failed.
+        Points run in this call (failed ones included), found finished on disk, and failed.
+    failures : list of dict
+        Status records of the failed points (coordinates, seed, error).
     seconds : float
     children : list of RunOutcome
         Per-experiment outcomes of a suite.
@@ -138,7 +140,8 @@ def _up_to_date(path, figures: bool) -> bool:
     """A finished run whose data (and, if asked for, report) are in place: nothing to do."""
     path = Path(path)
     manifest = results.read_manifest(path)
-    return (manifest.get("status") == "complete" and (path / results.DATA).is_file()
+    has_data = manifest.get("kind") == "suite" or (path / results.DATA).is_file()
+    return (manifest.get("status") == "complete" and has_data
             and (not figures or (path / results.REPORT).is_file()))
 
 
@@ -176,6 +179,10 @@ def run_suite(suite: str, configs: Mapping[str, object], out, *, workers: int | 
     finally:
         executor.close()
     suite_run.manifest["executor"] = executor.describe()
+    suite_run.manifest["n_points"] = sum(c.computed + c.skipped + c.failed for c in children)
+    suite_run.set_timing("points_total_s", sum(
+        results.read_manifest(out / name).get("timings", {}).get("points_total_s", 0.0)
+        for name in configs))
     status = "complete" if all(c.status == "complete" for c in children) else "incomplete"
     suite_run.set_timing("total_s", time.perf_counter() - start)
     suite_run.finish(status)

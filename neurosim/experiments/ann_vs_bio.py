@@ -189,7 +189,7 @@ class AnnVsBio(Experiment):
                  "width": 8, "depths": [1, 2], "probe_batch": 8, "epochs": 1, "batch_size": 16,
                  "record_every": 1, "replicates": 1},
         "quick": {"n_train": 512, "n_test": 128, "depth": 3, "width": 32, "depths": [1, 2, 4],
-                  "probe_batch": 64, "epochs": 5, "record_every": 4, "replicates": 1,
+                  "probe_batch": 64, "epochs": 6, "record_every": 4, "replicates": 2,
                   "bound_scales": [2.0, 0.5], "r_max_values": [2.0], "dale_fractions": [0.8]},
     }
 

@@ -238,7 +238,7 @@ class DepthGradients(Experiment):
                 f"network(s), bands: min-max. Largest imbalance at init: "
                 f"{acts[worst[0]]} with {inits[worst[1]]} init, "
                 f"||dW_1||/||dW_{L - 1}|| = {C.fmt(spread[worst])}."
-                + (f" {n_div} run(s) diverged (NaN/inf) and stop early." if n_div else "")),
+                + (f" {n_div} run(s) diverged (NaN/inf) and stopped early." if n_div else "")),
             "delta_vs_theory": (
                 "Batch-mean squared error signal E||delta_l||^2 at initialisation relative to "
                 f"the last hidden layer, measured on {cfg.probe_batch} inputs (markers), and "

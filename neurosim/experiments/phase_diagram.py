@@ -117,7 +117,7 @@ class PhaseDiagram(Experiment):
         """xi_c along sigma_w^2 at the trainability networks' sigma_b^2 (for 6 xi_c)."""
         from ..analysis import meanfield
 
-        fine = np.linspace(min(cfg.sigma_w2), max(cfg.sigma_w2), 120)
+        fine = np.linspace(min(cfg.sigma_w2), max(cfg.sigma_w2), 3 * cfg.theory_points[0])
         sb = float(np.sqrt(cfg.train_sigma_b2))
         xi = np.array([meanfield.xi_c(cfg.activation, float(np.sqrt(s2)), sb) for s2 in fine])
         return {"sigma_w2": fine, "xi_c": xi}

@@ -159,12 +159,12 @@ class Remedies(Experiment):
             ax = axes[0, ig]
             for im, remedy in enumerate(remedies):
                 style = C.LINESTYLES[im // 8 % 4]
-                ax.plot(layers, C.geometric_mean(data["grad_init"][ig, im], axis=0),
+                ax.plot(layers, C.geometric_mean(data["delta_init"][ig, im], axis=0),
                         color=C.PALETTE[im % 8], ls=style, marker=C.MARKERS[im % 8], ms=3,
                         label=LABELS[remedy])
             ax.set_yscale("log")
             C.layer_axis(ax, layers.size)
-            ax.set_ylabel(r"$\|\partial L/\partial W_l\|_F$ at init")
+            ax.set_ylabel(r"$\langle\|\delta_l\|\rangle$ at init")
             ax.set_title(f"{regime} baseline ($\\chi_1$ = {data['baseline_chi1'][ig]:.3g})",
                          fontsize=9)
             ax = axes[1, ig]
@@ -184,8 +184,8 @@ class Remedies(Experiment):
         L = int(data["layers"].size)
         parts = []
         for ig, regime in enumerate(regimes):
-            spread = C.geometric_mean(data["grad_init"][ig, :, :, 0]
-                                      / data["grad_init"][ig, :, :, L - 2], axis=1)
+            spread = C.geometric_mean(data["delta_init"][ig, :, :, 0]
+                                      / data["delta_init"][ig, :, :, L - 2], axis=1)
             final = np.nanmean(data["test_accuracy"][ig, :, :, -1], axis=1)
             items = [f"{LABELS[r]} {C.fmt(s)} / {C.fmt(100 * a, 3)}%"
                      for r, s, a in zip(remedies, spread, final, strict=True)]
@@ -193,11 +193,12 @@ class Remedies(Experiment):
                          + ", ".join(items))
         n_div = int(data["diverged"].sum())
         return {"remedies": (
-            f"Top: ||dL/dW_l||_F at initialisation for a {cfg.depth}-hidden-layer width-"
-            f"{cfg.width} {cfg.activation} network (cross-entropy, {cfg.n_classes}-class "
-            f"Gaussian clusters) with each remedy; bottom: test accuracy per epoch (SGD, lr "
-            f"{cfg.lr}, except Adam). Per variant, ||dW_1||/||dW_{L - 1}|| at init / final test "
-            "accuracy: " + "; ".join(parts) + "."
+            f"Top: batch-mean norm of the error signal delta_l = dL/dh_l at initialisation "
+            f"for a {cfg.depth}-hidden-layer width-{cfg.width} {cfg.activation} network "
+            f"(cross-entropy, {cfg.n_classes}-class Gaussian clusters) with each remedy; "
+            f"bottom: test accuracy per epoch (SGD, lr {cfg.lr}, except Adam). Per variant, "
+            f"||delta_1|| / ||delta_{L - 1}|| at init / final test accuracy: "
+            + "; ".join(parts) + "."
             + (f" {n_div} run(s) diverged." if n_div else ""))}
 
 

@@ -14,27 +14,25 @@ from .dense import (
     BN_RUN_OFF,
     BN_STAT_OFF,
     N_OUT,
-    UNIT_OFF,
+    block,
     draw_dropout_masks,
     forward_backward,
     update_running_stats,
 )
-from .optim import clipped_sumsq, optimizer_step, weight_grad_norms
+from .optim import REDUCE_FASTMATH, clipped_sumsq, optimizer_step, weight_grad_norms
 from .scalar import like
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath=REDUCE_FASTMATH)
 def delta_norms(D, layout, nb, out):
     """``out[l]`` = batch mean of the row norms ``||delta_l[i, :]||`` (``D`` as in dense)."""
     for l in range(layout.shape[0]):
-        n = layout[l, N_OUT]
-        start = nb * layout[l, UNIT_OFF]
+        delta = block(D, nb, layout, l)
         total = 0.0
         for i in range(nb):
-            row = start + i * n
             s = like(D, 0.0)
-            for j in range(row, row + n):
-                s += D[j] * D[j]
+            for j in range(delta.shape[1]):
+                s += delta[i, j] * delta[i, j]
             total += np.sqrt(np.float64(s))
         out[l] = total / nb
 
@@ -138,7 +136,7 @@ def train_epoch(layout, act_params, params, grad, X, Y, order, batch_size, loss_
             if norm > clip_norm:
                 gscale = clip_norm / norm
         if not optimizer_step(opt_code, params, grad, s1, s2, lr, hyper, step + 1,
-                              weight_decay, gscale, clip_value):
+                              weight_decay, gscale, clip_value, grad):
             return steps, rec - rec0, True
         if has_bn:
             for l in range(n_layers):

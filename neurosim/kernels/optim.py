@@ -16,8 +16,9 @@ adam        ``m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
             p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)``
 ==========  ==================================================================================
 
-A parameter whose new value would not be finite keeps its old value (and the step reports it),
-so the caller can stop with every parameter at its last finite value.
+The new values are computed into a work buffer (which may be the gradient itself) and copied
+into ``params`` only when every one is finite, so a failed step leaves the parameters at their
+last finite values.
 """
 
 import numpy as np
@@ -87,14 +88,17 @@ def weight_grad_norms(grad, layout, out):
     """``out[l] = ||dL/dW_l||_F`` for every layer (weights only, not biases)."""
     for l in range(layout.shape[0]):
         start = layout[l, W_OFF]
+        # A view indexed from 0 lets numba drop the negative-index checks (and vectorise).
+        seg = grad[start:start + layout[l, N_IN] * layout[l, N_OUT]]
         total = like(grad, 0.0)
-        for i in range(start, start + layout[l, N_IN] * layout[l, N_OUT]):
-            total += grad[i] * grad[i]
+        for i in range(seg.shape[0]):
+            total += seg[i] * seg[i]
         out[l] = np.sqrt(total)
 
 
 @njit(cache=True, error_model="numpy", fastmath=REDUCE_FASTMATH)
-def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscale, clip_value):
+def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscale, clip_value,
+                   work):
     """One optimizer update of the flat buffer ``params`` in place.
 
     Parameters
@@ -111,21 +115,23 @@ def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscal
         Step number, from 1 (Adam's bias correction).
     weight_decay, gscale, clip_value : float
         See the module docstring; ``clip_value = inf`` disables value clipping.
+    work : ndarray, shape (P,)
+        Receives the new values before they are copied; may be ``grad`` (then overwritten).
 
     Returns
     -------
     bool
-        True when every new value is finite; otherwise those that are not keep their old
-        value.
+        True when every new value is finite and ``params`` was updated; False leaves
+        ``params`` unchanged (the optimizer state has moved on).
     """
     one = like(params, 1.0)
+    zero = like(params, 0.0)
     lr = like(params, lr)
     wd = like(params, weight_decay)
     gs = like(params, gscale)
     cv = like(params, clip_value)
     mu = hyper[H_MOMENTUM]
     eps = hyper[H_EPS]
-    zero = like(params, 0.0)
     probe = zero
     n = params.shape[0]
     if code == SGD:
@@ -133,20 +139,20 @@ def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscal
             p = params[i]
             g = min(max(grad[i], -cv), cv) * gs + wd * p
             new = p - lr * g
-            d = new - new  # 0, or NaN when new is not finite
-            params[i] = new if d == zero else p
-            probe += d
+            work[i] = new
+            probe += new - new  # 0, or NaN when new is not finite
     elif code == MOMENTUM or code == NESTEROV:
-        nesterov = code == NESTEROV
+        # momentum: p -= lr * v; nesterov: p -= lr * (g + mu v); exact in both forms
+        cg = one if code == NESTEROV else zero
+        cv_ = mu if code == NESTEROV else one
         for i in range(n):
             p = params[i]
             g = min(max(grad[i], -cv), cv) * gs + wd * p
             v = mu * s1[i] + g
             s1[i] = v
-            new = p - lr * (g + mu * v) if nesterov else p - lr * v
-            d = new - new  # 0, or NaN when new is not finite
-            params[i] = new if d == zero else p
-            probe += d
+            new = p - lr * (cg * g + cv_ * v)
+            work[i] = new
+            probe += new - new  # 0, or NaN when new is not finite
     elif code == RMSPROP:
         rho = hyper[H_RHO]
         for i in range(n):
@@ -155,9 +161,8 @@ def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscal
             s = rho * s1[i] + (one - rho) * g * g
             s1[i] = s
             new = p - lr * g / (np.sqrt(s) + eps)
-            d = new - new  # 0, or NaN when new is not finite
-            params[i] = new if d == zero else p
-            probe += d
+            work[i] = new
+            probe += new - new  # 0, or NaN when new is not finite
     elif code == ADAGRAD:
         for i in range(n):
             p = params[i]
@@ -165,14 +170,14 @@ def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscal
             s = s1[i] + g * g
             s1[i] = s
             new = p - lr * g / (np.sqrt(s) + eps)
-            d = new - new  # 0, or NaN when new is not finite
-            params[i] = new if d == zero else p
-            probe += d
+            work[i] = new
+            probe += new - new  # 0, or NaN when new is not finite
     else:
         b1 = hyper[H_BETA1]
         b2 = hyper[H_BETA2]
-        c1 = like(params, 1.0 / (1.0 - np.float64(b1) ** t))
-        c2 = like(params, 1.0 / (1.0 - np.float64(b2) ** t))
+        tt = like(params, t)
+        c1 = one / (one - b1**tt)
+        c2 = one / (one - b2**tt)
         for i in range(n):
             p = params[i]
             g = min(max(grad[i], -cv), cv) * gs + wd * p
@@ -181,7 +186,10 @@ def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscal
             s1[i] = m
             s2[i] = v
             new = p - lr * (m * c1) / (np.sqrt(v * c2) + eps)
-            d = new - new  # 0, or NaN when new is not finite
-            params[i] = new if d == zero else p
-            probe += d
-    return probe == zero
+            work[i] = new
+            probe += new - new  # 0, or NaN when new is not finite
+    if probe != zero:
+        return False
+    for i in range(n):
+        params[i] = work[i]
+    return True

@@ -76,11 +76,6 @@ def is_device_array(obj) -> bool:
     )
 
 
-def as_device(arr):
-    """A device array for ``arr`` (device arrays pass through; host arrays are copied over)."""
-    return arr if is_device_array(arr) else cuda.to_device(np.ascontiguousarray(arr))
-
-
 def device_params(params, dtype):
     """Activation parameters, shape (3,), as a device array of ``dtype``.
 
@@ -93,8 +88,3 @@ def device_params(params, dtype):
             raise TypeError(f"params has dtype {params.dtype}; expected {np.dtype(dtype)}")
         return params
     return cuda.to_device(np.asarray(params, dtype=dtype))
-
-
-def synchronize() -> None:
-    """Wait for queued kernels and surface any asynchronous launch or execution error."""
-    cuda.synchronize()
