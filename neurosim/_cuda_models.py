@@ -216,9 +216,6 @@ class _CudaEvaluator:
 
 # ------------------------------------------------------------------------------ rate networks
 
-RATE_RULES_ON_CUDA = ("backprop", "feedback_alignment", "direct_feedback_alignment")
-
-
 def rate_relax_flat(model, X, R, tol, max_steps, Y, beta, a):
     """Device twin of ``RateNetwork._relax_flat``: relaxes the host state ``R`` in place."""
     from .kernels.cuda import rate as _gr
@@ -340,6 +337,7 @@ class _RateRun:
                                                  strict=True)], np.int64)
         self.w_starts, self.w_stops = cuda.to_device(w_off), cuda.to_device(w_off + w_size)
         self.seg_work = _gred.segment_workspace(model.n_layers, dt)
+        self.unit_work = cuda.device_array((2 * model.n_layers, _gred.SEGMENT_PARTS), dt)
         self.row_work = cuda.device_array((model.n_layers, batch), dt)
         self.widths = cuda.to_device(np.asarray(model.sizes[1:], np.int64))
         self.state_starts = {}
@@ -389,11 +387,10 @@ def _rate_eval(run, X, Y, classify, chunk=4096):
     return total / n, acc
 
 
-def _angles(dots, nu, ng):
-    """Degrees between update and gradient per record and layer (NaN where undefined)."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        c = dots / (nu * ng)
-        out = np.degrees(np.arccos(np.clip(c, -1.0, 1.0)))
+def _angles(minus, plus, nu, ng):
+    """Degrees between update and gradient, ``2 atan2(|u' - g'|, |u' + g'|)`` of the unit
+    vectors as on the CPU (NaN where a norm is 0 or not finite)."""
+    out = np.degrees(2.0 * np.arctan2(minus, plus))
     bad = (nu == 0) | (ng == 0) | ~np.isfinite(nu) | ~np.isfinite(ng)
     out[bad] = np.nan
     return out
@@ -404,7 +401,10 @@ def train_rate_network(model, task, *, rule, lr, epochs, batch_size, loss, seed,
     """Device twin of :func:`neurosim.rules.train_rate_network` (arguments already checked).
 
     Feedforward networks (``feedback=None``) with backprop, feedback alignment or direct
-    feedback alignment; returns the same :class:`~neurosim.history.History`.
+    feedback alignment; returns the same :class:`~neurosim.history.History`. Parameters,
+    velocities, feedback matrices, data and workspaces stay on the device for the whole run; a
+    step launches its kernels without waiting, divergence is decided on the device, and the
+    records and the run's status come back once per epoch.
     """
     from .history import History
     from .kernels.cuda import losses as _gl
@@ -443,7 +443,8 @@ def train_rate_network(model, task, *, rule, lr, epochs, batch_size, loss, seed,
         n_rec = sum(1 for s in range(step, step + math.ceil(n / batch)) if s % record_every == 0)
         rows = max(n_rec, 1)
         rec_loss = cuda.device_array(rows, dt)
-        rec = {k: cuda.device_array((rows, L), dt) for k in ("gn", "dn", "sn", "un", "dots")}
+        rec = {k: cuda.device_array((rows, L), dt)
+               for k in ("gn", "dn", "sn", "un", "minus", "plus")}
         rec_steps = []
         for start in range(0, n, batch):
             nb = min(batch, n - start)
@@ -476,8 +477,9 @@ def train_rate_network(model, task, *, rule, lr, epochs, batch_size, loss, seed,
                 seg = (run.w_starts, run.w_stops)
                 _gred.segment_sumsq(run.G, *seg, rec["gn"], index=r, work=run.seg_work)
                 _gred.segment_sumsq(run.U, *seg, rec["un"], index=r, work=run.seg_work)
-                _gred.segment_sumsq(run.U, *seg, rec["dots"], index=r, squared=True,
-                                    work=run.seg_work, y=run.G)
+                _gred.segment_unit_distances(run.U, run.G, *seg, rec["un"], rec["gn"],
+                                             rec["minus"], rec["plus"], index=r,
+                                             work=run.unit_work)
                 starts = run.starts(nb)
                 _gt._delta_norms(run.delta[:units], starts, run.widths, nb, rec["dn"], r,
                                  run.row_work, None, 0)
@@ -529,7 +531,7 @@ def train_rate_network(model, task, *, rule, lr, epochs, batch_size, loss, seed,
         delta_norms=cat("dn"),
         signal_norms=cat("sn"),
         update_norms=un,
-        angles=_angles(cat("dots"), un, gn),
+        angles=_angles(cat("minus"), cat("plus"), un, gn),
         diverged=diverged,
         diverged_step=diverged_step,
         epochs_run=len(per_epoch["loss"]),

@@ -574,7 +574,15 @@ def train_rate_network(model, task, *, rule="backprop", lr=0.01, epochs=10, batc
     momentum = check_real("momentum", momentum)
     if not 0 <= momentum < 1:
         raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}")
-    rng = np.random.default_rng(check_int("seed", seed, 0))
+    seed = check_int("seed", seed, 0)
+    if model.device == "cuda":  # parameters, state and records stay on the device
+        from ._cuda_models import train_rate_network as train_on_device
+
+        return train_on_device(model, (Xtr, Ytr, Xte, Yte, task.kind), rule=rule, lr=lr_w,
+                               epochs=epochs, batch_size=batch_size, loss=loss, seed=seed,
+                               record_every=record_every, progress=progress, momentum=momentum,
+                               rule_params=params)
+    rng = np.random.default_rng(seed)
     eng = _Engine(model, rule, loss, params, rng)
     L = model.n_layers
     rec = {k: [] for k in ("steps", "step_loss", "grad_norms", "delta_norms", "signal_norms",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+import types
 
 import numpy as np
 
@@ -308,3 +310,14 @@ def train_mlp(net, task, optimizer="sgd", lr=0.01, epochs=10, batch_size=32, los
         epochs_run=len(history["loss"]),
         rule="backprop",
     )
+
+
+class _CallableModule(types.ModuleType):
+    """Importing ``neurosim.train`` (the module) rebinds ``neurosim.train`` from the function to
+    the module; making the module callable keeps ``ns.train(model, task, ...)`` working."""
+
+    def __call__(self, model, task, *, rule=None, **kwargs) -> History:
+        return train(model, task, rule=rule, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -19,7 +19,7 @@ from test_cuda_kernels import reliable_simulator  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
 HISTORY_FIELDS = ("loss", "test_loss", "accuracy", "test_accuracy", "steps", "step_loss",
-                  "grad_norms", "delta_norms", "signal_norms", "update_norms")
+                  "grad_norms", "delta_norms", "signal_norms", "update_norms", "angles")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -39,9 +39,6 @@ def assert_same_history(h_cpu, h_gpu, dtype):
         scale = np.nanmax(np.abs(a)) if np.size(a) else 1.0
         np.testing.assert_allclose(b, a, rtol=rtol(dtype), atol=rtol(dtype) * scale,
                                    err_msg=name)
-    # arccos near 0 magnifies rounding: sqrt(2 eps) radians
-    eps = np.finfo(dtype).eps
-    np.testing.assert_allclose(h_gpu.angles, h_cpu.angles, atol=np.degrees(np.sqrt(40 * eps)))
     for name in ("diverged", "diverged_step", "epochs_run", "rule"):
         assert getattr(h_gpu, name) == getattr(h_cpu, name), name
 
@@ -107,10 +104,11 @@ def test_mlp_forward_and_gradients_match_cpu(options):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("rule", ["backprop", "feedback_alignment", "direct_feedback_alignment"])
+@pytest.mark.parametrize("dtype,rule", [("float64", "backprop"),
+                                        ("float64", "feedback_alignment"),
+                                        ("float32", "direct_feedback_alignment")])
 def test_rate_network_training_history_matches_cpu(dtype, rule):
-    task = toy_task(3, 2, classify=True)
+    task = toy_task(3, 2, n=6, classify=True)  # batches of 4 and 2
     kw = dict(seed=1, dtype=dtype, sigma_w=1.5, w_bounds=(-0.8, 0.8), bound_mode="soft")
     rn_cpu = ns.RateNetwork([3, 5, 4, 2], **kw)
     rn_gpu = ns.RateNetwork([3, 5, 4, 2], device="cuda", **kw)

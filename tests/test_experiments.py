@@ -242,3 +242,16 @@ def test_bounded_gain_matches_monte_carlo():
         assert effective_gain(g, c) == pytest.approx(mc, rel=2e-3)
         assert effective_gain(g, c) < min(g, c)
     assert effective_gain(1.7, None) == 1.7
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_preset_resolves_to_a_valid_grid(name):
+    exp = experiments.get(name)
+    sizes = {}
+    for preset in experiments.PRESETS:
+        cfg = exp.config(preset)
+        points = exp.points(cfg)
+        assert len({p.name for p in points}) == len(points) > 0
+        assert exp.config_from_dict(exp.as_dict(cfg)) == cfg
+        sizes[preset] = len(points)
+    assert sizes["tiny"] <= sizes["quick"] <= sizes["full"]

@@ -75,9 +75,9 @@ class PhaseDiagram(Experiment):
                "with trainable depth against 6 xi_c")
     Config = PhaseDiagramConfig
     presets = {
-        "tiny": {"theory_points": [6, 3], "sigma_w2": [0.5, 2.5], "sigma_b2": [0.05],
-                 "growth_depth": 4, "growth_width": 32, "growth_batch": 4, "depths": [2, 6],
-                 "train_width": 16, "n_train": 64, "n_test": 32, "epochs": 2,
+        "tiny": {"theory_points": [5, 2], "theory_sigma_b2": [0.0, 0.2], "sigma_w2": [0.5, 2.5],
+                 "sigma_b2": [0.05], "growth_depth": 4, "growth_width": 32, "growth_batch": 4,
+                 "depths": [2, 6], "train_width": 16, "n_train": 64, "n_test": 32, "epochs": 2,
                  "batch_size": 16, "replicates": 1},
         "quick": {"theory_points": [20, 8], "sigma_w2": [0.5, 1.0, 1.5, 2.0, 2.5, 3.5],
                   "sigma_b2": [0.0, 0.05, 0.3], "growth_depth": 16, "growth_width": 128,

@@ -87,9 +87,9 @@ def train_epoch(layout, act_params, params, grad, X, Y, order, batch_size, loss_
     n_rec : int
         Records written.
     diverged : bool
-        True when a step gave a non-finite loss, gradient or update; it was not applied (a
-        non-finite update leaves the parameters concerned at their old values) and the epoch
-        stopped there, as step ``step0 + steps``.
+        True when a step gave a non-finite loss, gradient or update and the epoch stopped
+        there, as step ``step0 + steps``. A non-finite loss or gradient is not applied; a
+        non-finite update leaves the parameters concerned at their old values.
     """
     n = X.shape[0]
     n_layers = layout.shape[0]
@@ -136,7 +136,7 @@ def train_epoch(layout, act_params, params, grad, X, Y, order, batch_size, loss_
             if norm > clip_norm:
                 gscale = clip_norm / norm
         if not optimizer_step(opt_code, params, grad, s1, s2, lr, hyper, step + 1,
-                              weight_decay, gscale, clip_value, grad):
+                              weight_decay, gscale, clip_value):
             return steps, rec - rec0, True
         if has_bn:
             for l in range(n_layers):

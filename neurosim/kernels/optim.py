@@ -16,9 +16,9 @@ adam        ``m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
             p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)``
 ==========  ==================================================================================
 
-The new values are computed into a work buffer (which may be the gradient itself) and copied
-into ``params`` only when every one is finite, so a failed step leaves the parameters at their
-last finite values.
+A parameter whose new value is not finite keeps its old value and the step reports failure,
+so that training can stop with every parameter at its last finite value. (The caller checks
+the gradient first, so this only catches an update that overflows.)
 """
 
 import numpy as np
@@ -97,8 +97,7 @@ def weight_grad_norms(grad, layout, out):
 
 
 @njit(cache=True, error_model="numpy", fastmath=REDUCE_FASTMATH)
-def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscale, clip_value,
-                   work):
+def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscale, clip_value):
     """One optimizer update of the flat buffer ``params`` in place.
 
     Parameters
@@ -115,14 +114,11 @@ def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscal
         Step number, from 1 (Adam's bias correction).
     weight_decay, gscale, clip_value : float
         See the module docstring; ``clip_value = inf`` disables value clipping.
-    work : ndarray, shape (P,)
-        Receives the new values before they are copied; may be ``grad`` (then overwritten).
-
     Returns
     -------
     bool
-        True when every new value is finite and ``params`` was updated; False leaves
-        ``params`` unchanged (the optimizer state has moved on).
+        True when every new value is finite; otherwise the parameters whose new value is not
+        finite kept their old value.
     """
     one = like(params, 1.0)
     zero = like(params, 0.0)
@@ -139,8 +135,9 @@ def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscal
             p = params[i]
             g = min(max(grad[i], -cv), cv) * gs + wd * p
             new = p - lr * g
-            work[i] = new
-            probe += new - new  # 0, or NaN when new is not finite
+            d = new - new  # 0, or NaN when new is not finite
+            params[i] = new if d == zero else p
+            probe += d
     elif code == MOMENTUM or code == NESTEROV:
         # momentum: p -= lr * v; nesterov: p -= lr * (g + mu v); exact in both forms
         cg = one if code == NESTEROV else zero
@@ -151,8 +148,9 @@ def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscal
             v = mu * s1[i] + g
             s1[i] = v
             new = p - lr * (cg * g + cv_ * v)
-            work[i] = new
-            probe += new - new  # 0, or NaN when new is not finite
+            d = new - new  # 0, or NaN when new is not finite
+            params[i] = new if d == zero else p
+            probe += d
     elif code == RMSPROP:
         rho = hyper[H_RHO]
         for i in range(n):
@@ -161,8 +159,9 @@ def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscal
             s = rho * s1[i] + (one - rho) * g * g
             s1[i] = s
             new = p - lr * g / (np.sqrt(s) + eps)
-            work[i] = new
-            probe += new - new  # 0, or NaN when new is not finite
+            d = new - new  # 0, or NaN when new is not finite
+            params[i] = new if d == zero else p
+            probe += d
     elif code == ADAGRAD:
         for i in range(n):
             p = params[i]
@@ -170,8 +169,9 @@ def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscal
             s = s1[i] + g * g
             s1[i] = s
             new = p - lr * g / (np.sqrt(s) + eps)
-            work[i] = new
-            probe += new - new  # 0, or NaN when new is not finite
+            d = new - new  # 0, or NaN when new is not finite
+            params[i] = new if d == zero else p
+            probe += d
     else:
         b1 = hyper[H_BETA1]
         b2 = hyper[H_BETA2]
@@ -186,10 +186,7 @@ def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscal
             s1[i] = m
             s2[i] = v
             new = p - lr * (m * c1) / (np.sqrt(v * c2) + eps)
-            work[i] = new
-            probe += new - new  # 0, or NaN when new is not finite
-    if probe != zero:
-        return False
-    for i in range(n):
-        params[i] = work[i]
-    return True
+            d = new - new  # 0, or NaN when new is not finite
+            params[i] = new if d == zero else p
+            probe += d
+    return probe == zero

@@ -19,13 +19,13 @@ from ..._device import simulator_active
 SIMULATOR = simulator_active()
 
 #: threads per block of the 1-D elementwise kernels (a multiple of the warp size on a GPU)
-BLOCK_1D = 16 if SIMULATOR else 256
+BLOCK_1D = 8 if SIMULATOR else 256
 #: most blocks an elementwise (grid-stride) launch uses
-MAX_BLOCKS_1D = 3 if SIMULATOR else 8192
+MAX_BLOCKS_1D = 2 if SIMULATOR else 8192
 #: threads per block of row-wise reductions; a power of two
-BLOCK_REDUCE = 8 if SIMULATOR else 256
+BLOCK_REDUCE = 4 if SIMULATOR else 256
 #: most blocks a row-wise (grid-stride over rows) launch uses
-MAX_BLOCKS_ROWS = 3 if SIMULATOR else 65535
+MAX_BLOCKS_ROWS = 2 if SIMULATOR else 65535
 
 _NUMBA_FLOATS = {np.dtype(np.float32): numba.float32, np.dtype(np.float64): numba.float64}
 

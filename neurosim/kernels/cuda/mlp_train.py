@@ -26,6 +26,7 @@ from ._launch import (
     BLOCK_REDUCE,
     check_float_arrays,
     grid_1d,
+    grid_rows,
     numba_float,
     specialise,
 )
@@ -117,7 +118,7 @@ def _delta_norms(D, starts, widths, nb, out, index, work, guard, guard_index):
     L = starts.shape[0]
     if guard is None:
         guard = cuda.device_array(0, dtype=name)
-    _row_norms_kernel(name)[(min(nb, 65535), L), BLOCK_REDUCE](D, starts, widths, nb, work)
+    _row_norms_kernel(name)[(grid_rows(nb), L), BLOCK_REDUCE](D, starts, widths, nb, work)
     _row_mean_kernel(name)[L, BLOCK_REDUCE](work, nb, out, index, guard, guard_index)
 
 

@@ -35,13 +35,49 @@ from .random import normal_for
 from .reduce import block_max
 
 __all__ = ["NOISE_NONE", "NOISE_WHITE", "NOISE_OU", "FORM_CURRENT", "FORM_RATE",
-           "state_offsets", "feedforward", "currents", "relax", "simulate", "recurrent_simulate",
+           "state_offsets", "transfer", "relax_rows", "feedforward", "currents", "relax",
+           "simulate", "recurrent_simulate",
            "layer_derivatives", "noise_rng", "NOISE_THREADS"]
 
 #: threads of a noise launch (one generator state each)
 NOISE_THREADS = 2 * BLOCK_1D if SIMULATOR else 256 * BLOCK_1D
 #: most trace bytes staged on the device before a copy to the host
 TRACE_STAGE_BYTES = 64 << 20
+
+
+@cuda.jit
+def _transfer_kernel(code, p0, p1, p2, x, out):
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        out[i] = phi(code, x[i], p0, p1, p2)
+
+
+def transfer(code, p0, p1, p2, x, out, U=None, T=None):
+    """``out = F(x)`` over 1-D device arrays (``out`` may be ``x``).
+
+    ``U`` and ``T`` (the CPU twin's float64 scratch for its vectorised exp) are not needed.
+    """
+    dtype = check_float_arrays(("x", "out"), (x, out))
+    if x.shape[0]:
+        t = dtype.type
+        _transfer_kernel[grid_1d(x.shape[0]), BLOCK_1D](code, t(p0), t(p1), t(p2), x, out)
+
+
+@cuda.jit
+def _relax_rows_kernel(code, p0, p1, p2, Hl, b, Rl, a):
+    rows, cols = Hl.shape
+    for k in range(cuda.grid(1), rows * cols, cuda.gridsize(1)):
+        i, j = k // cols, k % cols
+        r = Rl[i, j]
+        Rl[i, j] = r + a * (phi(code, Hl[i, j] + b[j], p0, p1, p2) - r)
+
+
+def relax_rows(code, p0, p1, p2, Hl, b, Rl, a, U=None, T=None):
+    """``Rl += a * (F(Hl + b) - Rl)``, ``b`` broadcast over rows; ``Hl`` unchanged."""
+    dtype = check_float_arrays(("Hl", "b", "Rl"), (Hl, b, Rl))
+    if Hl.size:
+        t = dtype.type
+        _relax_rows_kernel[grid_1d(Hl.size), BLOCK_1D](code, t(p0), t(p1), t(p2), Hl, b, Rl,
+                                                       t(a))
 
 
 def noise_rng(generator):
@@ -382,7 +418,9 @@ def _signatures(dt, int_t, bool_t):
     name, v, m = str(dt), dt[::1], dt[:, ::1]
     iv = int_t[::1]
     states = xoroshiro128p_type[::1]
-    return [("nudge", _nudge_kernel.py_func, (m, m, m, dt)),
+    return [("transfer", _transfer_kernel.py_func, (int_t, dt, dt, dt, v, v)),
+            ("relax_rows", _relax_rows_kernel.py_func, (int_t, dt, dt, dt, m, v, m, dt)),
+            ("nudge", _nudge_kernel.py_func, (m, m, m, dt)),
             ("residual", _residual_kernel(name).py_func, (int_t, dt, dt, dt, v, v, iv, v)),
             ("relax_check", _relax_check_kernel(name).py_func,
              (v, iv, iv, v, int_t, dt, int_t)),

@@ -24,7 +24,8 @@ from ._launch import (
 #: blocks that share one segment in :func:`segment_sumsq`
 SEGMENT_PARTS = 2 if SIMULATOR else 64
 
-__all__ = ["block_sum", "block_max", "segment_sumsq", "segment_workspace"]
+__all__ = ["block_sum", "block_max", "segment_sumsq", "segment_workspace",
+           "segment_unit_distances"]
 
 
 @cuda.jit(device=True)
@@ -166,6 +167,70 @@ def segment_sumsq(x, starts, stops, out, index=0, squared=False, work=None, guar
                                                       guard_index)
 
 
+@specialise
+def _unit_partials_kernel(dtype_name):
+    dt = numba_float(dtype_name)
+    shape = (BLOCK_REDUCE,)
+
+    @cuda.jit
+    def kernel(x, y, starts, stops, nx, ny, index, partials):
+        # block (b, s): sums of (x/|x| - y/|y|)^2 and (x/|x| + y/|y|)^2 over segment s
+        sh = cuda.shared.array(shape, dt)
+        t = cuda.threadIdx.x
+        s = cuda.blockIdx.y
+        stride = cuda.gridDim.x * cuda.blockDim.x
+        a, b = nx[index, s], ny[index, s]
+        minus = dt(0.0)
+        plus = dt(0.0)
+        if a > minus and b > minus:
+            for i in range(starts[s] + cuda.blockIdx.x * cuda.blockDim.x + t, stops[s], stride):
+                u, g = x[i] / a, y[i] / b
+                minus += (u - g) * (u - g)
+                plus += (u + g) * (u + g)
+        minus = block_sum(sh, minus)
+        plus = block_sum(sh, plus)
+        if t == 0:
+            partials[s, cuda.blockIdx.x] = minus
+            partials[s + starts.shape[0], cuda.blockIdx.x] = plus
+
+    return kernel
+
+
+def segment_unit_distances(x, y, starts, stops, nx, ny, out_minus, out_plus, index=0,
+                           work=None):
+    """Per segment ``|x/|x| - y/|y||`` and ``|x/|x| + y/|y||`` (their Euclidean norms).
+
+    The angle between two vectors is ``2 atan2(minus, plus)``, accurate near 0 and 180 degrees
+    (``arccos`` of the cosine is not).
+
+    Parameters
+    ----------
+    x, y : device arrays, shape (n,)
+    starts, stops : device arrays of int64, shape (n_segments,)
+    nx, ny : device arrays, shape (n_rows, n_segments)
+        Row ``index`` holds the segment norms of ``x`` and ``y`` (e.g. from
+        :func:`segment_sumsq`); a zero norm gives zero distances.
+    out_minus, out_plus : device arrays, shape (n_rows, n_segments)
+        Row ``index`` receives the distances.
+    work : device array, shape (2 * n_segments, SEGMENT_PARTS), optional
+    """
+    check_float_arrays(("x", "y", "nx", "ny", "out_minus", "out_plus"),
+                       (x, y, nx, ny, out_minus, out_plus))
+    n_seg = starts.shape[0]
+    if n_seg == 0:
+        return
+    if work is None:
+        work = cuda.device_array((2 * n_seg, SEGMENT_PARTS), dtype=x.dtype)
+    check_shape("work", work, (2 * n_seg, SEGMENT_PARTS))
+    name = np.dtype(x.dtype).name
+    _unit_partials_kernel(name)[(SEGMENT_PARTS, n_seg), BLOCK_REDUCE](x, y, starts, stops, nx,
+                                                                       ny, index, work)
+    no_guard = _no_guard(name)
+    finish = _segment_finish_kernel(name)[n_seg, BLOCK_REDUCE]
+    finish(work[:n_seg], out_minus, index, False, no_guard, 0)
+    finish(work[n_seg:], out_plus, index, False, no_guard, 0)
+
+
 @cache
 def _no_guard(dtype_name):
     return cuda.device_array(0, dtype=dtype_name)
@@ -175,5 +240,7 @@ def _signatures(dt, int_t, bool_t):
     name, v, m = str(dt), dt[::1], dt[:, ::1]
     iv = int_t[::1]
     return [("segment_partials", _segment_partials_kernel(name).py_func, (v, v, iv, iv, m)),
+            ("unit_partials", _unit_partials_kernel(name).py_func,
+             (v, v, iv, iv, m, m, int_t, m)),
             ("segment_finish", _segment_finish_kernel(name).py_func,
              (m, m, int_t, bool_t, v, int_t))]
