@@ -124,22 +124,17 @@ def test_layer_kernels_match_cpu(dtype):
 
     g = rng.normal(size=(nb, n)).astype(dtype)
     mask = (rng.random((nb, n)) > 0.5).astype(dtype) * 2
-    delta = np.empty_like(h)
+    delta, sums = np.empty_like(h), np.empty(n, dtype)
     slope_grad = cpu_dense.activation_backward(g, mask, True, h_cpu, u_cpu, act.code, p[0], p[1],
-                                               p[2], delta)
-    ddelta = poisoned((nb, n), dtype)
+                                               p[2], delta, sums)
+    ddelta, dsums = poisoned((nb, n), dtype), poisoned(n, dtype)
     got = gpu_dense.activation_backward(cuda.to_device(g), cuda.to_device(mask), True,
                                         cuda.to_device(h_cpu), cuda.to_device(u_cpu), act.code,
-                                        p[0], p[1], p[2], ddelta,
+                                        p[0], p[1], p[2], ddelta, dsums,
                                         slope=cuda.to_device(p[:1]))
     assert_written_close(fetch(ddelta), delta, dtype, scale=3)
-    np.testing.assert_allclose(got, slope_grad, **tol(dtype, 10))
-
-    sums = np.empty(n, dtype)
-    cpu_dense.column_sums(g, sums)
-    dsums = poisoned(n, dtype)
-    gpu_dense.column_sums(cuda.to_device(g), dsums)
     assert_written_close(fetch(dsums), sums, dtype, scale=5)
+    np.testing.assert_allclose(got, slope_grad, **tol(dtype, 10))
 
     skip = rng.normal(size=(nb, n)).astype(dtype)
     a = np.empty_like(h)
@@ -190,3 +185,37 @@ def test_weight_grad_norms_and_delta_norms(dtype):
     cpu_train.delta_norms(D, net.layout, nb, want)
     gpu_train.delta_norms(cuda.to_device(D), net.layout, nb, out, index=0)
     assert_written_close(fetch(out)[0], want, dtype, scale=5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_optimizers_and_clipping_match_cpu(dtype):
+    rng = np.random.default_rng(7)
+    n = 37
+    hyper = np.array([0.9, 0.95, 0.9, 0.999, 1e-8], dtype)
+    for code in range(6):  # sgd, momentum, nesterov, rmsprop, adagrad, adam
+        p, g = rng.normal(size=n).astype(dtype), rng.normal(size=n).astype(dtype)
+        s1, s2 = (np.abs(rng.normal(size=n)).astype(dtype) for _ in range(2))
+        dev = [cuda.to_device(a) for a in (p, g, s1, s2)]
+        ok = cpu_optim.optimizer_step(code, p, g, s1, s2, 0.1, hyper, 3, 0.01, 0.7, 0.8)
+        assert gpu_optim.optimizer_step(code, *dev, 0.1, hyper, 3, 0.01, 0.7, 0.8) == ok
+        for name, want, got in (("params", p, dev[0]), ("s1", s1, dev[2]), ("s2", s2, dev[3])):
+            assert_written_close(fetch(got), want, dtype, scale=3, what=f"{code} {name}")
+    # an update that overflows keeps the old value and reports failure, as on the CPU
+    big = np.finfo(dtype).max
+    p = np.array([1.0, big, -2.0], dtype)
+    g = np.array([0.5, -big, 0.25], dtype)
+    dp = cuda.to_device(p)
+    assert not gpu_optim.optimizer_step(0, dp, cuda.to_device(g), cuda.to_device(p),
+                                        cuda.to_device(p), 10.0, hyper, 1, 0.0, 1.0, np.inf)
+    assert not cpu_optim.optimizer_step(0, p, g, p.copy(), p.copy(), 10.0, hyper, 1, 0.0, 1.0,
+                                        np.inf)
+    np.testing.assert_array_equal(fetch(dp), p)
+    grad = rng.normal(size=n).astype(dtype)
+    for bad in (False, True):
+        if bad:
+            grad[5] = np.nan
+        want = cpu_optim.clipped_sumsq(grad, dtype(0.5))
+        got = gpu_optim.clipped_sumsq(cuda.to_device(grad), 0.5)
+        assert got[1] == want[1]
+        if not bad:
+            np.testing.assert_allclose(got[0], want[0], **tol(dtype, n))

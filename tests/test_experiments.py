@@ -130,7 +130,7 @@ def test_rerun_reuses_every_point(suite, capsys):
 
 def test_serial_processes_and_dask_are_bit_identical(suite, tmp_path):
     distributed = pytest.importorskip("distributed")
-    name = "depth_gradients"
+    name = "ann_vs_bio"  # MLP engine and every rate-network rule
     cfg = experiments.config(name, "tiny")
     reference = results.load_npz(suite / name / "data.npz")
     outcome = experiments.run_to_disk(name, cfg, tmp_path / "proc", workers=2, progress=False,

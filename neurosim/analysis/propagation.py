@@ -180,10 +180,9 @@ class _Layered:
         sw = np.empty(self.n_layers)
         sb = np.empty(self.n_layers)
         for l, (W, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            flat = W.reshape(-1).astype(np.float64, copy=False)
+            flat = W.reshape(-1)
             sw[l] = math.sqrt(float(np.dot(flat, flat)) / W.shape[1])
-            bb = b.astype(np.float64, copy=False)
-            sb[l] = math.sqrt(float(np.dot(bb, bb)) / b.shape[0])
+            sb[l] = math.sqrt(float(np.dot(b, b)) / b.shape[0])
         return sw, sb
 
 
@@ -212,8 +211,9 @@ def _q0(X: np.ndarray) -> float:
     return float(np.mean(np.sum(np.asarray(X, dtype=np.float64) ** 2, axis=1)) / X.shape[1])
 
 
-def _theory(net: _Layered, X) -> tuple[_mf.LayerStatistics, np.ndarray, np.ndarray]:
-    sw, sb = net.sigmas()
+def _theory(net: _Layered, X, sigmas=None) -> tuple[_mf.LayerStatistics, np.ndarray,
+                                                    np.ndarray]:
+    sw, sb = net.sigmas() if sigmas is None else sigmas
     return _mf.network_statistics(net.acts, sw, sb, _q0(X)), sw, sb
 
 
@@ -401,7 +401,7 @@ def _mlp_measure(net, X, Y, loss, training):
     GA = np.empty(nb * nb, net.dtype)
     GE = np.empty(nb * nb, net.dtype)
     direct = [a * b for a, b in zip(net.sizes[:-1], net.sizes[1:], strict=True)
-              if nb * (a + b) >= a * b]
+              if nb * (a + b) >= 2 * a * b]
     P = np.empty(max(direct, default=0), net.dtype)
     n_out = net.sizes[-1]
     value = _loss_k.loss_and_output_grad(loss_code, out, Y, G0[:nb * n_out].reshape(nb, n_out))
@@ -420,18 +420,18 @@ def _profile_mlp(net, X, Y, rule, loss, training, theory):
     grad = np.sqrt(table[0])
     delta, delta_sq = table[2], table[3]
     layered = _layered(net)
-    sw, _ = layered.sigmas()
-    local = sw[1:] ** 2 * table[4, :-1]
+    sigmas = layered.sigmas()
+    local = sigmas[0][1:] ** 2 * table[4, :-1]
     th, th_grad = _nan(L - 1), _nan(L - 1)
     if theory and layered.theory_ok:
-        th, th_grad = _theory_ratios(layered, X)
+        th, th_grad = _theory_ratios(layered, X, sigmas)
     return _assemble("MLP", "backprop", value, None, grad, delta, grad, delta,
                      _sq_ratios(delta_sq), _sq_ratios(table[0]), _sq_ratios(delta_sq),
                      th, th_grad, th, local)
 
 
-def _theory_ratios(layered: _Layered, X) -> tuple[np.ndarray, np.ndarray]:
-    stats, sw, _ = _theory(layered, X)
+def _theory_ratios(layered: _Layered, X, sigmas=None) -> tuple[np.ndarray, np.ndarray]:
+    stats, sw, _ = _theory(layered, X, sigmas)
     ratios = sw[1:] ** 2 * stats.dphi_sq[:-1]
     a_sq = np.concatenate([[_q0(X)], stats.phi_sq]) * np.asarray(
         [X.shape[1], *(w.shape[1] for w in layered.weights)], dtype=np.float64)
@@ -476,7 +476,8 @@ def _profile_rate(model, X, Y, rule, loss, theory, seed, rule_params):
     upd = np.array([float(np.linalg.norm(np.asarray(u, np.float64))) for u in sig.updates])
     layered = _layered(model)
     X = check_data("X", X, n_features=model.sizes[0], dtype=np.float64)
-    sw, _ = layered.sigmas()
+    sigmas = layered.sigmas()
+    sw = sigmas[0]
     pre = layered.pre_activations(X) if layered.theory_ok else None
     local_dphi = (np.array([float(np.mean(model.activation.derivative(h).astype(np.float64)
                                           ** 2)) for h in pre])
@@ -484,7 +485,7 @@ def _profile_rate(model, X, Y, rule, loss, theory, seed, rule_params):
     local = sw[1:] ** 2 * local_dphi[:-1]
     th, th_grad = _nan(L - 1), _nan(L - 1)
     if theory and layered.theory_ok:
-        th, th_grad = _theory_ratios(layered, X)
+        th, th_grad = _theory_ratios(layered, X, sigmas)
     rule_th, rule_local = th, local
     if rule != "backprop":
         mf, loc = _rule_theory(model, layered, rule, rule_params, X, local_dphi)

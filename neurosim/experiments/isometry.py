@@ -24,6 +24,7 @@ from ._base import Experiment
 from ._config import param
 
 ACTIVATIONS = ("tanh", "relu", "hard_tanh", "erf", "linear")
+_SV_FLOOR = 1e-8
 INITS = ("gaussian", "orthogonal")
 
 
@@ -146,19 +147,23 @@ class Isometry(Experiment):
         for ia, act in enumerate(acts):
             ax = axes[0, ia]
             sv_all = data["singular_values"][ia, :, deepest].reshape(len(inits), -1)
-            lo = max(np.nanmin(sv_all[sv_all > 0]), 1e-4)
-            bins = np.logspace(np.log10(lo), np.log10(np.nanmax(sv_all)), 60)
+            # singular values below 1e-8 (rank lost to dead relu units, or underflow) are
+            # gathered in the leftmost bin
+            logs = np.log10(np.maximum(sv_all, _SV_FLOOR))
+            edges = np.linspace(min(np.nanmin(logs), np.log10(0.5)) - 0.05,
+                                max(np.nanmax(logs), np.log10(2.0)) + 0.05, 61)
             for ii, init in enumerate(inits):
-                ax.hist(sv_all[ii], bins=bins, density=True, histtype="step", lw=1.5,
-                        color=C.PALETTE[ii],
-                        label=f"{init}: {100 * data['fraction_in_band'][ia, ii, deepest]:.0f}% "
-                              "in [0.5, 2]")
+                counts, _ = np.histogram(logs[ii][np.isfinite(logs[ii])], bins=edges)
+                density = counts / (max(counts.sum(), 1) * np.diff(edges))
+                ax.stairs(density, 10.0**edges, lw=1.5, color=C.PALETTE[ii],
+                          label=f"{init}: {100 * data['fraction_in_band'][ia, ii, deepest]:.0f}% "
+                                "in [0.5, 2]")
             ax.axvspan(0.5, 2.0, color="0.85", zorder=0)
             ax.set_xscale("log")
             ax.set_xlabel("singular value of J")
             ax.set_title(f"{act}, L = {depths[deepest]}", fontsize=9)
             ax.legend(fontsize=7)
-        axes[0, 0].set_ylabel("density")
+        axes[0, 0].set_ylabel(r"density per decade of $\sigma$")
         figs["spectra"] = fig
 
         fig, axes = C.new_figure(1, 2, width=3.8)
@@ -175,15 +180,19 @@ class Isometry(Experiment):
                                 color=color, label=label)
         ax = axes[0, 0]
         ax.set_xscale("log", base=2)
-        ax.set_yscale("symlog", linthresh=0.1)
+        ax.set_yscale("log")
+        ax.set_xticks(depths, [str(d) for d in depths])
+        ax.minorticks_off()
         ax.set_xlabel("depth L")
         ax.set_ylabel(r"var$(\lambda)$ / mean$(\lambda)^2$ of $\lambda=\sigma^2$")
         ax.set_title("markers measured, dashed free probability", fontsize=9)
         ax.legend(fontsize=7)
         ax = axes[0, 1]
         ax.set_xscale("log", base=2)
+        ax.set_xticks(depths, [str(d) for d in depths])
+        ax.minorticks_off()
         ax.set_xlabel("depth L")
-        ax.set_ylabel("fraction of singular values in [0.5, 2]")
+        ax.set_ylabel("share of singular values in [0.5, 2]")
         ax.set_ylim(0, 1.02)
         figs["isometry_vs_depth"] = fig
         return figs
@@ -207,7 +216,8 @@ class Isometry(Experiment):
                 f"Distribution of the singular values of the input-output Jacobian of "
                 f"{depths[deepest]}-layer width-{cfg.width} networks at criticality ({params}), "
                 f"pooled over {cfg.replicates} network(s) x {cfg.n_inputs} inputs; the shaded "
-                f"band is [0.5, 2]. Share of singular values in the band: {band}. Mean squared "
+                f"band is [0.5, 2] and values below 1e-8 are gathered in the leftmost bin. "
+                f"Share of singular values in the band: {band}. Mean squared "
                 f"singular value (theory 1): {mean_sq}."),
             "isometry_vs_depth": (
                 "Left: relative variance of the squared singular values against depth "

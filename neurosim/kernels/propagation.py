@@ -5,13 +5,21 @@ the workspaces of :func:`neurosim.kernels.dense.mlp_forward` but keeps only what
 profile needs: ``||dL/dW_l||_F^2``, ``||dL/db_l||^2``, the batch mean of ``||delta_l||`` and of
 ``||delta_l||^2``, and the mean of ``phi'(h_l)^2``. The weight-gradient norm comes from the
 identity ``||A^T E||_F^2 = sum((A A^T) * (E E^T))`` when the two ``nb x nb`` Gram matrices are
-cheaper than the ``n_in x n`` product (``nb (n_in + n) < n_in n``, e.g. batch 64 and width 256),
-so a layer costs the forward product, the product that carries the error down, and two small
-Gram products.
+cheaper than the ``n_in x n`` product (``nb (n_in + n) < 2 n_in n``, e.g. batch 64 and width
+256), so a layer costs the forward product, the product that carries the error down, and two
+symmetric rank-k updates (BLAS ``syrk``, half a Gram product each).
+
+``syrk`` is reached through SciPy's Cython BLAS, the library numba's own ``np.dot`` calls: its
+address is registered with LLVM under a fixed symbol name at import, so compiled code refers to
+the name and stays cacheable.
 """
 
+import llvmlite.binding as ll
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import get_cython_function_address, intrinsic
 
 from .activations import dphi
 from .dense import (
@@ -30,6 +38,60 @@ from .dense import (
     vector,
     weight,
 )
+
+
+for _name in ("dsyrk", "ssyrk"):
+    ll.add_symbol(f"neurosim_{_name}",
+                  get_cython_function_address("scipy.linalg.cython_blas", _name))
+
+
+@intrinsic
+def _syrk(typingctx, a, out, chars, ints, scalars):
+    """Fortran ``?syrk(uplo, trans, n, k, alpha, a, lda, beta, c, ldc)`` with every argument
+    taken from the data of small arrays: ``chars`` (uint8: uplo, trans), ``ints`` (int32: n, k,
+    lda, ldc), ``scalars`` (alpha, beta in the dtype of ``a``)."""
+    if (not isinstance(a, types.Array) or a.dtype not in (types.float32, types.float64)
+            or out.dtype != a.dtype or scalars.dtype != a.dtype):
+        return None
+    symbol = "neurosim_dsyrk" if a.dtype == types.float64 else "neurosim_ssyrk"
+    width = 8 if a.dtype == types.float64 else 4
+
+    def codegen(context, builder, signature, args):
+        i8p = ir.IntType(8).as_pointer()
+        ptrs = [builder.bitcast(context.make_array(ty)(context, builder, val).data, i8p)
+                for ty, val in zip(signature.args, args, strict=True)]
+        pa, pc, pch, pint, psc = ptrs
+
+        def at(ptr, index, size):
+            return builder.gep(ptr, [ir.Constant(ir.IntType(64), index * size)])
+
+        fn = cgutils.get_or_insert_function(builder.module,
+                                            ir.FunctionType(ir.VoidType(), [i8p] * 10), symbol)
+        builder.call(fn, [at(pch, 0, 1), at(pch, 1, 1), at(pint, 0, 4), at(pint, 1, 4),
+                          at(psc, 0, width), pa, at(pint, 2, 4), at(psc, 1, width), pc,
+                          at(pint, 3, 4)])
+        return context.get_dummy_value()
+
+    return types.void(a, out, chars, ints, scalars), codegen
+
+
+@njit(cache=True)
+def gram_lower(a, out, chars, ints, scalars):
+    """Lower triangle (C order) of ``out = a a^T`` for a C-contiguous ``a`` of shape (m, k).
+
+    ``chars``, ``ints``, ``scalars``: scratch arrays of sizes 2 (uint8), 4 (int32) and 2 (the
+    dtype of ``a``). The strict upper triangle of ``out`` is left untouched.
+    """
+    m, k = a.shape
+    chars[0] = 85  # "U": the upper triangle of the column-major (m, m) result
+    chars[1] = 84  # "T": a is a column-major (k, m) matrix, so a a^T = a_F^T a_F
+    ints[0] = m
+    ints[1] = k
+    ints[2] = k
+    ints[3] = m
+    scalars[0] = 1.0
+    scalars[1] = 0.0
+    _syrk(a, out, chars, ints, scalars)
 
 
 @njit(cache=True, error_model="numpy", fastmath=FASTMATH)
@@ -61,15 +123,20 @@ def _frobenius_sq_of_product(a, e, ga, ge, scratch):
     nb, n_in = a.shape
     n = e.shape[1]
     total = 0.0
-    if nb * (n_in + n) < n_in * n:
+    if nb * (n_in + n) < 2 * n_in * n:
         gA = ga[:nb * nb].reshape((nb, nb))
         gE = ge[:nb * nb].reshape((nb, nb))
-        np.dot(a, a.T, gA)
-        np.dot(e, e.T, gE)
+        chars = np.empty(2, np.uint8)
+        ints = np.empty(4, np.int32)
+        scalars = np.empty(2, a.dtype)
+        gram_lower(a, gA, chars, ints, scalars)
+        gram_lower(e, gE, chars, ints, scalars)
+        off = 0.0
         for i in range(nb):
-            for k in range(nb):
-                total += np.float64(gA[i, k]) * np.float64(gE[i, k])
-        return total
+            total += np.float64(gA[i, i]) * np.float64(gE[i, i])
+            for k in range(i):
+                off += np.float64(gA[i, k]) * np.float64(gE[i, k])
+        return total + 2.0 * off
     prod = scratch[:n_in * n].reshape((n_in, n))
     np.dot(a.T, e, prod)
     for i in range(n_in):

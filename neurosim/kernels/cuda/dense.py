@@ -6,6 +6,8 @@ every array argument is a device array except ``layout`` and ``act_params``, whi
 
 - a learnable PReLU slope lives in the device parameter buffer, so the elementwise twins take it
   as ``slope=`` (a device array of one element) instead of the scalar ``p0``;
+- :func:`column_sums` (bias gradients, batch-norm statistics) has no CPU twin: the CPU fuses
+  those sums into its elementwise loops;
 - :func:`activation_backward` writes the PReLU slope gradient to ``slope_out[slope_index]`` on
   the device when given one (it returns it otherwise, which waits for the device);
 - :func:`draw_dropout_masks` draws from a device generator (:func:`device_rng`), so masks differ
@@ -58,7 +60,7 @@ from .random import uniform_for
 from .reduce import block_sum
 
 __all__ = [
-    "apply_tanh_fast", "bias_activation", "activation", "activation_backward", "combine_output",
+    "apply_tanh_fast", "bias_activation", "activation_backward", "combine_output",
     "column_sums", "batchnorm_forward", "batchnorm_backward", "update_running_stats",
     "draw_dropout_masks", "device_rng", "block", "weight", "vector", "has_separate_outputs",
     "mlp_forward", "mlp_backward", "forward_backward",
@@ -153,15 +155,6 @@ def bias_activation(h, b, code, p0, p1, p2, out, slope=None):
                                                      _slope(slope, dtype), out)
 
 
-def activation(h, code, p0, p1, p2, out, slope=None):
-    """``out = phi(h)`` elementwise over (nb, n) device arrays."""
-    dtype = _check_2d(("h", "out"), (h, out))
-    if h.size:
-        t = dtype.type
-        _bias_act_kernel[grid_1d(h.size), BLOCK_1D](h, _no_slope(dtype), False, code, t(p0),
-                                                     t(p1), t(p2), _slope(slope, dtype), out)
-
-
 @specialise
 def _act_backward_kernel(dtype_name):
     dt = numba_float(dtype_name)
@@ -208,13 +201,14 @@ def _sum_into_kernel(dtype_name):
     return kernel
 
 
-def activation_backward(g, mask, use_mask, h, u, code, p0, p1, p2, delta, slope=None,
-                        slope_out=None, slope_index=0, work=None):
-    """``delta = g * mask * phi'(h)`` on the device; the PReLU slope gradient as on the CPU.
+def activation_backward(g, mask, use_mask, h, u, code, p0, p1, p2, delta, delta_sum,
+                        slope=None, slope_out=None, slope_index=0, work=None):
+    """``delta = g * mask * phi'(h)`` and its column sums; the PReLU slope gradient.
 
-    Parameters as in the CPU twin, plus ``slope`` (device PReLU slope), ``slope_out`` /
-    ``slope_index`` (where the slope gradient ``sum(g * mask * min(h, 0))`` goes on the device)
-    and ``work`` (a device array of ``grid_1d(nb * n)`` partial sums).
+    Parameters as in the CPU twin (``delta_sum``, shape (n,), receives ``sum_i delta[i, :]``),
+    plus ``slope`` (the device PReLU slope), ``slope_out`` / ``slope_index`` (where the slope
+    gradient ``sum(g * mask * min(h, 0))`` goes on the device) and ``work`` (a device array of
+    ``grid_1d(nb * n)`` partial sums).
 
     Returns
     -------
@@ -225,6 +219,7 @@ def activation_backward(g, mask, use_mask, h, u, code, p0, p1, p2, delta, slope=
     dtype = _check_2d(("g", "h", "u", "delta"), (g, h, u, delta))
     if use_mask:
         _check_2d(("g", "mask"), (g, mask))
+    check_shape("delta_sum", delta_sum, (h.shape[1],))
     blocks = grid_1d(max(h.size, 1))
     if work is None:
         work = _scratch(dtype.name, blocks)
@@ -233,6 +228,7 @@ def activation_backward(g, mask, use_mask, h, u, code, p0, p1, p2, delta, slope=
         _act_backward_kernel(dtype.name)[blocks, BLOCK_1D](
             g, mask, bool(use_mask), h, u, code, t(p0), t(p1), t(p2), _slope(slope, dtype),
             delta, work)
+    column_sums(delta, delta_sum)
     if code != PRELU:
         return None if slope_out is not None else dtype.type(0.0)
     returned = slope_out is None
@@ -337,21 +333,22 @@ def _bn_inv_std_kernel(var, eps, inv_std):
 
 
 @cuda.jit
-def _bn_apply_kernel(z, b, gamma, beta, mean, inv_std, xhat, h):
+def _bn_apply_kernel(z, b, gamma, mean, inv_std, xhat, h):
     nb, n = z.shape
     for k in range(cuda.grid(1), nb * n, cuda.gridsize(1)):
         i, j = k // n, k % n
         x = (z[i, j] + b[j] - mean[j]) * inv_std[j]
         xhat[i, j] = x
-        h[i, j] = gamma[j] * x + beta[j]
+        h[i, j] = gamma[j] * x
 
 
-def batchnorm_forward(z, b, gamma, beta, training, eps, run_mean, run_var, xhat, mean, var,
-                      inv_std, h):
-    """Batch normalisation over the batch axis on the device (see the CPU twin)."""
+def batchnorm_forward(z, b, gamma, training, eps, run_mean, run_var, xhat, mean, var, inv_std,
+                      h):
+    """Batch normalisation without the shift, ``h = gamma * xhat``, on the device (see the CPU
+    twin; ``z`` may be ``h``)."""
     dtype = _check_2d(("z", "xhat", "h"), (z, xhat, h))
     nb, n = z.shape
-    for name, arr in (("b", b), ("gamma", gamma), ("beta", beta), ("mean", mean), ("var", var),
+    for name, arr in (("b", b), ("gamma", gamma), ("mean", mean), ("var", var),
                       ("inv_std", inv_std)):
         check_shape(name, arr, (n,))
     if training:
@@ -363,30 +360,29 @@ def batchnorm_forward(z, b, gamma, beta, training, eps, run_mean, run_var, xhat,
     if n:
         _bn_inv_std_kernel[grid_1d(n), BLOCK_1D](var, dtype.type(eps), inv_std)
     if z.size:
-        _bn_apply_kernel[grid_1d(z.size), BLOCK_1D](z, b, gamma, beta, mean, inv_std, xhat, h)
+        _bn_apply_kernel[grid_1d(z.size), BLOCK_1D](z, b, gamma, mean, inv_std, xhat, h)
 
 
 @cuda.jit
-def _bn_backward_kernel(delta, xhat, gamma, inv_std, training, dgamma, dbeta, inv_nb, e):
+def _bn_backward_kernel(delta, xhat, gamma, inv_std, dbeta, dgamma, inv_nb, e):
     nb, n = delta.shape
     for k in range(cuda.grid(1), nb * n, cuda.gridsize(1)):
         i, j = k // n, k % n
-        if training:
-            e[i, j] = gamma[j] * inv_std[j] * (delta[i, j] - (dbeta[j] + xhat[i, j] * dgamma[j])
-                                               * inv_nb)
-        else:
-            e[i, j] = gamma[j] * inv_std[j] * delta[i, j]
+        e[i, j] = gamma[j] * inv_std[j] * (delta[i, j] - (dbeta[j] + xhat[i, j] * dgamma[j])
+                                           * inv_nb)
 
 
-def batchnorm_backward(delta, xhat, gamma, inv_std, training, dgamma, dbeta, e):
-    """Backward of :func:`batchnorm_forward` on the device (see the CPU twin)."""
+def batchnorm_backward(delta, xhat, gamma, inv_std, training, dbeta, dgamma, e, db):
+    """Backward of :func:`batchnorm_forward` on the device (see the CPU twin): ``dgamma``,
+    ``e = dL/dz`` and ``db = sum_i e[i, :]`` from ``delta`` and ``dbeta = sum_i delta[i, :]``."""
     dtype = _check_2d(("delta", "xhat", "e"), (delta, xhat, e))
     nb, n = delta.shape
     _columns(COL_DOT, delta, xhat, None, None, 1.0, None, dgamma)
-    _columns(COL_SUM, delta, None, None, None, 1.0, None, dbeta)
     if delta.size:
-        _bn_backward_kernel[grid_1d(delta.size), BLOCK_1D](
-            delta, xhat, gamma, inv_std, bool(training), dgamma, dbeta, dtype.type(1.0 / nb), e)
+        inv_nb = dtype.type(1.0 / nb) if training else dtype.type(0.0)
+        _bn_backward_kernel[grid_1d(delta.size), BLOCK_1D](delta, xhat, gamma, inv_std, dbeta,
+                                                           dgamma, inv_nb, e)
+    column_sums(e, db)
 
 
 @cuda.jit
@@ -543,11 +539,13 @@ def mlp_forward(layout, act_params, params, X, training, bn_eps, bn_state, H, U,
         if bn >= 0:
             ro, so = int(layout[l, BN_RUN_OFF]), int(layout[l, BN_STAT_OFF])
             gemm(a_prev, W, h)
-            batchnorm_forward(h, b, vector(params, bn, n), vector(params, bn + n, n), training,
-                              bn_eps, vector(bn_state, ro, n), vector(bn_state, ro + n, n),
+            batchnorm_forward(h, b, vector(params, bn, n), training, bn_eps,
+                              vector(bn_state, ro, n), vector(bn_state, ro + n, n),
                               block(XH, nb, layout, l), vector(ST, so, n),
                               vector(ST, so + n, n), vector(ST, so + 2 * n, n), h)
-            activation(h, code, ap[0], ap[1], ap[2], u, slope=slope)
+            # beta, the shift after normalising, enters with the activation
+            bias_activation(h, vector(params, bn + n, n), code, ap[0], ap[1], ap[2], u,
+                            slope=slope)
         else:
             gemm_bias_act(a_prev, W, b, code, ap, h, u, slope=slope)
         if separate:
@@ -581,21 +579,26 @@ def mlp_backward(layout, act_params, params, X, training, H, U, A, XH, ST, MK, D
         use_mask = bool(training) and layout[l, DROPOUT] == 1
         ap = act_params[l]
         slope_off = int(layout[l, SLOPE_OFF])
-        if not delta_ready:
+        bias_grad = vector(grad, layout[l, B_OFF], n)
+        bn = int(layout[l, BN_OFF])
+        # the column sums of delta: the bias gradient, or dL/dbeta with batch norm
+        delta_sum = bias_grad if bn < 0 else vector(grad, bn + n, n)
+        if delta_ready:
+            column_sums(delta, delta_sum)
+        else:
             activation_backward(g, block(MK, nb, layout, l) if use_mask else g, use_mask,
                                 block(H, nb, layout, l), block(U, nb, layout, l),
-                                int(layout[l, ACT]), ap[0], ap[1], ap[2], delta,
+                                int(layout[l, ACT]), ap[0], ap[1], ap[2], delta, delta_sum,
                                 slope=_layer_slope(params, layout, l),
                                 slope_out=grad if slope_off >= 0 else None,
                                 slope_index=max(slope_off, 0))
-        bn = int(layout[l, BN_OFF])
         err = delta
         if bn >= 0:
             so = int(layout[l, BN_STAT_OFF])
             err = E[:nb * n].reshape((nb, n))
             batchnorm_backward(delta, block(XH, nb, layout, l), vector(params, bn, n),
-                               vector(ST, so + 2 * n, n), training, vector(grad, bn, n),
-                               vector(grad, bn + n, n), err)
+                               vector(ST, so + 2 * n, n), training, delta_sum,
+                               vector(grad, bn, n), err, bias_grad)
         if l == 0:
             a_prev = X
         elif separate:
@@ -603,7 +606,6 @@ def mlp_backward(layout, act_params, params, X, training, H, U, A, XH, ST, MK, D
         else:
             a_prev = block(U, nb, layout, l - 1)
         gemm(a_prev, err, weight(grad, layout, l), trans_a=True)
-        column_sums(err, vector(grad, layout[l, B_OFF], n))
         if l == 0:
             break
         W = weight(params, layout, l)
@@ -630,10 +632,8 @@ def forward_backward(layout, act_params, params, X, Y, loss_code, training, bn_e
                      loss_work=None):
     """Loss and gradients of one batch on the device (see the CPU twin).
 
-    With ``loss_out`` the loss stays on the device (``loss_out[loss_index]``) and the backward
-    pass always runs (a non-finite loss makes non-finite gradients, which the training loop
-    detects on the device); otherwise the loss is returned and, as on the CPU, the backward pass
-    is skipped when it is not finite.
+    With ``loss_out`` the loss stays on the device (``loss_out[loss_index]``) and nothing is
+    returned; otherwise the loss is returned (which waits for the device).
     """
     nb = X.shape[0]
     out = mlp_forward(layout, act_params, params, X, training, bn_eps, bn_state, H, U, A, XH,
@@ -642,9 +642,8 @@ def forward_backward(layout, act_params, params, X, Y, loss_code, training, bn_e
     g_out = G0[:nb * n_out].reshape((nb, n_out))
     loss = loss_and_output_grad(loss_code, out, Y, g_out, loss_out=loss_out, index=loss_index,
                                 work=loss_work)
-    if loss_out is not None or np.isfinite(loss):
-        mlp_backward(layout, act_params, params, X, training, H, U, A, XH, ST, MK, D, G0, G1, E,
-                     grad)
+    mlp_backward(layout, act_params, params, X, training, H, U, A, XH, ST, MK, D, G0, G1, E,
+                 grad)
     return loss
 
 
@@ -661,8 +660,8 @@ def _signatures(dt, int_t, bool_t):
            ("sum_into", _sum_into_kernel(name).py_func, (v, v, int_t)),
            ("combine_output", _combine_kernel.py_func, (m, m, bool_t, m, bool_t, m)),
            ("bn_inv_std", _bn_inv_std_kernel.py_func, (v, dt, v)),
-           ("bn_apply", _bn_apply_kernel.py_func, (m, v, v, v, v, v, m, m)),
-           ("bn_backward", _bn_backward_kernel.py_func, (m, m, v, v, bool_t, v, v, dt, m)),
+           ("bn_apply", _bn_apply_kernel.py_func, (m, v, v, v, v, m, m)),
+           ("bn_backward", _bn_backward_kernel.py_func, (m, m, v, v, v, v, dt, m)),
            ("running_stats", _running_stats_kernel.py_func,
             (v, v, dt, dt, dt, v, v, int_t[::1])),
            ("dropout", _dropout_kernel(name).py_func, (states, dt, dt, int_t, int_t, v))]

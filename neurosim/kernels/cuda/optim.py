@@ -274,6 +274,7 @@ def _optimizer_kernel(dtype_name):
         if status[STOP] != 0:
             return
         one = dt(1.0)
+        zero = dt(0.0)
         gs = control[GSCALE] if control.shape[0] > 0 else gs_in
         bad = 0
         for i in range(cuda.grid(1), params.shape[0], cuda.gridsize(1)):
@@ -282,9 +283,13 @@ def _optimizer_kernel(dtype_name):
             if code == SGD:
                 new = p - lr * g
             elif code == MOMENTUM or code == NESTEROV:
+                # momentum: p -= lr * v; nesterov: p -= lr * (g + mu v) (the CPU's expression)
                 v = mu * s1[i] + g
                 s1[i] = v
-                new = p - lr * (g + mu * v) if code == NESTEROV else p - lr * v
+                if code == NESTEROV:
+                    new = p - lr * (one * g + mu * v)
+                else:
+                    new = p - lr * (zero * g + one * v)
             elif code == RMSPROP:
                 s = rho * s1[i] + (one - rho) * g * g
                 s1[i] = s
@@ -299,7 +304,7 @@ def _optimizer_kernel(dtype_name):
                 s1[i] = m
                 s2[i] = v
                 new = p - lr * (m * c1) / (math.sqrt(v * c2) + eps)
-            if new - new == dt(0.0):
+            if new - new == zero:
                 params[i] = new
             else:
                 bad += 1
@@ -321,8 +326,9 @@ def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscal
 
     Returns
     -------
-    int or None
-        Without ``status``: the number of parameters whose update was not finite.
+    bool or None
+        Without ``status``: True when every new value is finite (otherwise the parameters whose
+        new value is not finite kept their old value), as the CPU twin.
     """
     dtype = check_float_arrays(("params", "grad"), (params, grad))
     n = params.shape[0]
@@ -334,10 +340,12 @@ def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscal
         check_shape("s1", s1, (n,))
     if code == ADAM:
         check_shape("s2", s2, (n,))
-    c1 = c2 = dtype.type(1.0)
-    if code == ADAM:
-        c1 = dtype.type(1.0 / (1.0 - np.float64(hyper[H_BETA1]) ** t))
-        c2 = dtype.type(1.0 / (1.0 - np.float64(hyper[H_BETA2]) ** t))
+    one = dtype.type(1.0)
+    c1 = c2 = one
+    if code == ADAM:  # in the parameters' type, as the CPU computes them
+        tt = dtype.type(t)
+        c1 = one / (one - hyper[H_BETA1] ** tt)
+        c2 = one / (one - hyper[H_BETA2] ** tt)
     returned = status is None
     if returned:
         status = new_status()
@@ -349,7 +357,7 @@ def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscal
             hyper[H_BETA1], hyper[H_BETA2], hyper[H_EPS], c1, c2, dtype.type(weight_decay),
             control, status, dtype.type(clip_value), dtype.type(gscale))
     if returned:
-        return int(status.copy_to_host()[BAD])
+        return bool(status.copy_to_host()[BAD] == 0)
     return None
 
 
