@@ -5,8 +5,9 @@ parameters, optimizer state, data and workspaces once; every step then runs on t
 only what :class:`~neurosim.history.History` records comes back, one epoch at a time. The trained
 parameters are copied into the model's host buffers when the run ends (:meth:`sync`).
 
-Single calls (``forward``, ``gradients``, ``steady_state``, ``simulate``) copy the parameters
-over, run on the device and return host arrays; the host buffers stay the parameters' home.
+Single calls of an MLP (``forward``, ``layer_outputs``, ``gradients``) copy the parameters over,
+run on the device and return host arrays; the host buffers stay the parameters' home. (Rate
+networks route their single calls through ``neurosim.bio.Backend``.)
 """
 
 from __future__ import annotations
@@ -216,92 +217,15 @@ class _CudaEvaluator:
 
 # ------------------------------------------------------------------------------ rate networks
 
-def rate_relax_flat(model, X, R, tol, max_steps, Y, beta, a):
-    """Device twin of ``RateNetwork._relax_flat``: relaxes the host state ``R`` in place."""
-    from .kernels.cuda import rate as _gr
-
-    t = model.dtype.type
-    dX = cuda.to_device(X)
-    dR = cuda.to_device(R)
-    dH = cuda.device_array(R.shape[0], model.dtype)
-    dY = dX if Y is None else cuda.to_device(Y)
-    steps, residual = _gr.relax(model.activation.code, model._ap, cuda.to_device(model._params),
-                                model._w_off, model._b_off, model._sizes, dX, dR, dH, None,
-                                t(a), t(model.feedback_gain), dY, t(beta), t(tol), max_steps)
-    dR.copy_to_host(R)
-    return int(steps), float(residual)
-
-
-def rate_forward_flat(model, X, tol):
-    """Device twin of ``RateNetwork._forward_flat``: (H, R, residual or None) on the host.
-
-    The residual is None for a feedforward network (its fixed point is computed directly).
-    """
-    from .kernels.cuda import rate as _gr
-    from .kernels.cuda import rules as _gru
-
-    batch = X.shape[0]
-    n = batch * sum(model.sizes[1:])
-    params = cuda.to_device(model._params)
-    dX = cuda.to_device(X)
-    dH = cuda.device_array(n, model.dtype)
-    dR = cuda.to_device(np.zeros(n, model.dtype))
-    residual = None
-    if model.feedback is None:
-        _gr.feedforward(model.activation.code, model._ap, params, model._w_off, model._b_off,
-                        model._sizes, dX, dH, dR)
-    else:
-        t = model.dtype.type
-        _, residual = _gr.relax(model.activation.code, model._ap, params, model._w_off,
-                                model._b_off, model._sizes, dX, dR, dH, None,
-                                t(model.integration_coefficient), t(1.0), dX, t(0.0), t(tol),
-                                200000)
-        _gru.currents_and_slopes(model.activation.code, model._ap, params, model._w_off,
-                                 model._b_off, model._sizes, dX, dR, dH, None, t(1.0),
-                                 cuda.device_array(n, model.dtype))
-    return dH.copy_to_host(), dR.copy_to_host(), residual
-
-
-def rate_simulate(model, X, R, Z, a, feedback, steps, record_every, kind, scale, decay, rng,
-                  trace):
-    """Device twin of the ``simulate`` kernel call of ``RateNetwork.simulate`` (host arrays).
-
-    The noise comes from device states seeded by ``rng``; the trace crosses back in batches.
-    """
-    from .kernels.cuda import rate as _gr
-
-    noise = _gr.noise_rng(rng) if kind != _gr.NOISE_NONE else None
-    dR = cuda.to_device(R)
-    _gr.simulate(model.activation.code, model._ap, cuda.to_device(model._params), model._w_off,
-                 model._b_off, model._sizes, cuda.to_device(X), dR,
-                 cuda.device_array(R.shape[0], model.dtype), None, cuda.to_device(Z), a, feedback,
-                 steps, record_every, kind, scale, decay, noise, trace)
-    dR.copy_to_host(R)
-
-
-def recurrent_simulate(model, I, V, a, form, steps, record_every, kind, scale, decay, Z, rng,
-                       trace):
-    """Device twin of the kernel call of ``RecurrentRateNetwork.simulate`` (host arrays)."""
-    from .kernels.cuda import rate as _gr
-
-    noise = _gr.noise_rng(rng) if kind != _gr.NOISE_NONE else None
-    dV = cuda.to_device(V)
-    _gr.recurrent_simulate(model.activation.code, model._ap, cuda.to_device(model._J),
-                           cuda.to_device(I), dV, a, form, steps, record_every, kind, scale,
-                           decay, cuda.to_device(Z), noise, trace)
-    dV.copy_to_host(V)
-
-
 class _RateRun:
     """Device buffers of one rate-network training run (feedforward network, BP / FA / DFA)."""
 
-    def __init__(self, model, rule, loss_code, feedback, batch, lr_w, momentum):
+    def __init__(self, model, rule, loss_code, feedback, batch, lr_w):
         from .kernels import rules as _kr
         from .kernels.cuda import optim as _go
         from .kernels.cuda import reduce as _gred
 
         self.model = model
-        self.rule = rule
         self.loss_code = loss_code
         dt = model.dtype
         self.mode = {"backprop": _kr.BACKPROP, "feedback_alignment": _kr.FEEDBACK_ALIGNMENT,
@@ -315,9 +239,7 @@ class _RateRun:
         self.vel = cuda.to_device(np.zeros(model.n_params, dt))
         self.lo, self.hi = cuda.to_device(model._lo), cuda.to_device(model._hi)
         self.lr_w = lr_w
-        self.momentum = momentum
         units = sum(model.sizes[1:])
-        self.batch = batch
         self.H = cuda.device_array(batch * units, dt)
         self.R = cuda.device_array(batch * units, dt)
         self.delta = cuda.device_array(batch * units, dt)
@@ -341,7 +263,6 @@ class _RateRun:
         self.row_work = cuda.device_array((model.n_layers, batch), dt)
         self.widths = cuda.to_device(np.asarray(model.sizes[1:], np.int64))
         self.state_starts = {}
-        self.order = None
 
     def starts(self, nb):
         if nb not in self.state_starts:
@@ -422,7 +343,7 @@ def train_rate_network(model, task, *, rule, lr, epochs, batch_size, loss, seed,
     rng = np.random.default_rng(seed)
     n = Xtr.shape[0]
     batch = min(batch_size, n)
-    run = _RateRun(model, rule, LOSSES[loss], feedback, batch, np.asarray(lr), momentum)
+    run = _RateRun(model, rule, LOSSES[loss], feedback, batch, np.asarray(lr))
     dXtr, dYtr, dXte, dYte = (cuda.to_device(a) for a in (Xtr, Ytr, Xte, Yte))
     L = model.n_layers
     classify = kind == "classification"

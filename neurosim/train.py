@@ -57,33 +57,113 @@ def train(model, task, *, rule=None, **kwargs) -> History:
 
 
 class _Evaluator:
-    """Loss and accuracy of a whole data set in inference mode, in chunks (one workspace)."""
+    """Loss and accuracy of a whole data set in inference mode, in chunks, on ``threads``
+    threads (chunk ``c`` on thread ``c % threads``, sums in chunk order: the result does not
+    depend on the thread count)."""
 
-    def __init__(self, net, loss_fn, classify, n_max):
+    def __init__(self, net, loss_fn, classify, n_max, threads):
         self.net = net
         self.loss_code = loss_fn.code
         self.classify = classify
         self.chunk = min(n_max, max(1, _FORWARD_CHUNK_VALUES // net._units))
-        self.ws = net._workspace(self.chunk, False)
-        self.grad = np.empty(self.chunk * net.sizes[-1], net.dtype)
+        self.threads = threads
+        self.ws = [net._workspace(self.chunk, False) for _ in range(threads)]
+        self.grad = [np.empty(self.chunk * net.sizes[-1], net.dtype) for _ in range(threads)]
         self.eps = net.dtype.type(BN_EPS)
 
     def __call__(self, X, Y):
         net = self.net
-        total = 0.0
-        correct = 0
-        for start in range(0, X.shape[0], self.chunk):
-            xb = X[start:start + self.chunk]
-            yb = Y[start:start + self.chunk]
-            nb = xb.shape[0]
-            out = _dense.mlp_forward(net.layout, net.act_params, net.params, xb, False,
-                                     self.eps, net.bn_state, *self.ws)
-            grad = self.grad[:out.size].reshape(out.shape)
-            total += float(_kloss.loss_and_output_grad(self.loss_code, out, yb, grad)) * nb
-            if self.classify:
-                correct += int(np.count_nonzero(out.argmax(axis=1) == yb.argmax(axis=1)))
+        starts = range(0, X.shape[0], self.chunk)
+        losses = np.zeros(len(starts))
+        correct = np.zeros(len(starts), np.int64)
+
+        def work(tid):
+            for c in range(tid, len(starts), self.threads):
+                xb = X[starts[c]:starts[c] + self.chunk]
+                yb = Y[starts[c]:starts[c] + self.chunk]
+                out = _dense.mlp_forward(net.layout, net.act_params, net.params, xb, False,
+                                         self.eps, net.bn_state, *self.ws[tid])
+                grad = self.grad[tid][:out.size].reshape(out.shape)
+                losses[c] = _kloss.loss_and_output_grad(self.loss_code, out, yb, grad) * len(xb)
+                if self.classify:
+                    correct[c] = np.count_nonzero(out.argmax(axis=1) == yb.argmax(axis=1))
+
+        _run_team(self.threads, work)
         n = X.shape[0]
-        return total / n, (correct / n if self.classify else np.nan)
+        return float(np.sum(losses)) / n, (correct.sum() / n if self.classify else np.nan)
+
+
+MIN_SHARD_ROWS = 16  # a minibatch of at least 2 x 16 samples is split in two shards
+
+
+def default_threads() -> int:
+    """Threads used by training: numba's configured thread count (``NUMBA_NUM_THREADS``)."""
+    from numba import config
+
+    return max(1, int(config.NUMBA_NUM_THREADS))
+
+
+_POOLS: dict = {}
+_BLAS = {}
+
+
+def _blas_controller():
+    """A threadpoolctl controller that sees the BLAS numba calls (None without threadpoolctl)."""
+    if "controller" not in _BLAS:
+        try:
+            import scipy.linalg.cython_blas  # noqa: F401  (the BLAS numba's np.dot calls)
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _BLAS["controller"] = None
+        else:
+            _BLAS["controller"] = ThreadpoolController()
+    return _BLAS["controller"]
+
+
+def _single_threaded_blas():
+    """Context: BLAS on one thread (threads share the work; results independent of it)."""
+    import contextlib
+
+    controller = _blas_controller()
+    if controller is None:
+        return contextlib.nullcontext()
+    return controller.limit(limits=1, user_api="blas")
+
+
+def _run_team(n_threads, work, sync=None):
+    """Run ``work(tid)`` for tid = 0..n_threads-1, tid 0 on this thread; returns the results.
+
+    ``work`` must spend its time in GIL-free compiled code. When one call raises, ``sync``
+    (the kernels' barrier array) is flagged so that the others stop, and the error re-raised.
+    """
+    if n_threads == 1:
+        with _single_threaded_blas():
+            return [work(0)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = _POOLS.get(n_threads - 1)
+    if pool is None:
+        pool = _POOLS[n_threads - 1] = ThreadPoolExecutor(n_threads - 1,
+                                                          thread_name_prefix="neurosim")
+
+    def guarded(tid):
+        try:
+            return work(tid)
+        except BaseException:
+            if sync is not None:
+                sync[_kt.SYNC_ABORT] = 1
+            raise
+
+    with _single_threaded_blas():
+        futures = [pool.submit(guarded, tid) for tid in range(1, n_threads)]
+        try:
+            first = guarded(0)
+        finally:
+            results = [f.exception() or f.result() for f in futures]
+    for f in futures:
+        if f.exception() is not None:
+            raise f.exception()
+    return [first, *results]
 
 
 def _optional_positive(param, value):
@@ -105,7 +185,7 @@ class MLPTrainer:
     X, Y : array_like, shapes (n, n_0), (n, n_L)
         Training set (cast to the network's float type).
     optimizer, lr, batch_size, loss, clip_norm, clip_value, weight_decay, record_every, seed,
-    **optimizer_params
+    threads, **optimizer_params
         As in :func:`train_mlp`.
 
     Attributes
@@ -114,11 +194,16 @@ class MLPTrainer:
         Optimizer steps applied so far.
     diverged : bool
     diverged_step : int or None
+    shards : int
+        Parts each minibatch is split into (2 for batches of at least ``2 * MIN_SHARD_ROWS``
+        samples without batch norm, else 1).
+    threads : int
+        Threads that run the shards (at most ``shards``).
     """
 
     def __init__(self, net, X, Y, optimizer="sgd", lr=0.01, batch_size=32, loss="mse",
                  clip_norm=None, clip_value=None, weight_decay=0.0, record_every=1, seed=0,
-                 **optimizer_params):
+                 threads=None, **optimizer_params):
         if not isinstance(net, MLP):
             raise TypeError(f"net must be a neurosim MLP, got {type(net).__name__}")
         self.optimizer = _optim.get(optimizer, **optimizer_params)
@@ -130,22 +215,33 @@ class MLPTrainer:
         self.weight_decay = check_nonnegative("weight_decay", weight_decay)
         self.record_every = check_int("record_every", record_every, minimum=1)
         seed = check_int("seed", seed, minimum=0)
+        threads = default_threads() if threads is None else check_int("threads", threads,
+                                                                       minimum=1)
         X, Y = _checked_pair(net, X, Y, "X", "Y")
         self.net = net
         self.X = X
         self.Y = Y
         self.batch = min(batch_size, X.shape[0])
-        order_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
+        self.shards = 1 if net.batchnorm or self.batch < 2 * MIN_SHARD_ROWS else _kt.MAX_SHARDS
+        self.threads = min(self.shards, threads)
+        order_seq, *dropout_seqs = np.random.SeedSequence(seed).spawn(1 + _kt.MAX_SHARDS)
         self._order_rng = np.random.default_rng(order_seq)
-        self._dropout_rng = np.random.default_rng(dropout_seq)
+        self._dropout_rngs = [np.random.default_rng(q) for q in dropout_seqs]
         dt = net.dtype
-        self._grad = np.zeros_like(net.params)
+        S = self.shards
+        rows = -(-self.batch // S)
+        self._grads = np.zeros((S, net.n_params), dt)
         self._s1, self._s2 = self.optimizer.init_state(net.n_params, dt)
         self._hyper = self.optimizer.hyper_array(dt)
-        self._XB = np.empty((self.batch, net.sizes[0]), dt)
-        self._YB = np.empty((self.batch, net.sizes[-1]), dt)
-        self._ws = net._workspace(self.batch, net.dropout > 0)
-        self._back = net._backward_workspace(self.batch)
+        self._XB = np.empty((S, rows, net.sizes[0]), dt)
+        self._YB = np.empty((S, rows, net.sizes[-1]), dt)
+        proto = (*net._workspace(rows, net.dropout > 0), *net._backward_workspace(rows))
+        stacked = [np.empty((S, a.size), dt) for a in proto]
+        if proto[2] is proto[1]:  # A is U: no layer has a skip or dropout
+            stacked[2] = stacked[1]
+        self._work = stacked
+        self._sync = np.zeros(_kt.SYNC_SIZE, np.int64)
+        self._shared = np.zeros(_kt.shared_size(net.n_layers))
         self._bn_eps = dt.type(BN_EPS)
         self.step = 0
         self.diverged = False
@@ -173,16 +269,21 @@ class MLPTrainer:
         rec = (np.zeros(n_rec, np.int64), np.zeros(n_rec), np.zeros((n_rec, L)),
                np.zeros((n_rec, L)))
         order = self._order_rng.permutation(n).astype(np.int64)
-        done, recorded, diverged = _kt.train_epoch(
-            net.layout, net.act_params, net.params, self._grad, self.X, self.Y, order,
-            self.batch, self.loss.code, self.optimizer.code, self.lr, self._hyper, self._s1,
-            self._s2, self.step, self.weight_decay, self.clip_norm or 0.0,
-            self.clip_value or np.inf, net.dropout, self._dropout_rng, self._bn_eps,
-            BN_MOMENTUM, net.bn_state, self.record_every, *rec, 0, self._XB, self._YB,
-            *self._ws, *self._back)
+        self._sync[:] = 0
+
+        def work(tid):
+            return _kt.train_epoch(
+                tid, self.threads, self._sync, self._shared, net.layout, net.act_params,
+                net.params, self._grads, self.X, self.Y, order, self.batch, self.loss.code,
+                self.optimizer.code, self.lr, self._hyper, self._s1, self._s2, self.step,
+                self.weight_decay, self.clip_norm or 0.0, self.clip_value or np.inf,
+                net.dropout, *self._dropout_rngs, self._bn_eps, BN_MOMENTUM, net.bn_state,
+                self.record_every, *rec, 0, self._XB, self._YB, *self._work)
+
+        done, recorded, status = _run_team(self.threads, work, self._sync)[0]
         self._records.append(tuple(r[:recorded] for r in rec))
         self.step += done
-        if diverged:
+        if status != 0:
             self.diverged = True
             self.diverged_step = self.step
         return done
@@ -209,7 +310,7 @@ def _checked_pair(net, X, Y, x_name, y_name):
 
 def train_mlp(net, task, optimizer="sgd", lr=0.01, epochs=10, batch_size=32, loss="mse",
               clip_norm=None, clip_value=None, weight_decay=0.0, record_every=1, seed=0,
-              progress=False, **optimizer_params) -> History:
+              progress=False, threads=None, **optimizer_params) -> History:
     """Train an MLP by minibatch backpropagation; the minibatch loop runs in compiled code.
 
     Parameters
@@ -242,6 +343,11 @@ def train_mlp(net, task, optimizer="sgd", lr=0.01, epochs=10, batch_size=32, los
         Seed of the sample order and dropout masks.
     progress : bool
         Show a tqdm progress bar over epochs.
+    threads : int, optional
+        Threads for the compiled loop (default :func:`default_threads`). A minibatch of at
+        least 32 samples (without batch norm) is split into two shards whose gradients are
+        computed concurrently, each thread calling single-threaded BLAS; sums are formed in a
+        fixed order, so the numbers never depend on ``threads`` or on BLAS thread settings.
     **optimizer_params
         Hyper-parameters of the optimizer (e.g. ``momentum=0.9``, ``beta1=0.9``).
 
@@ -267,9 +373,9 @@ def train_mlp(net, task, optimizer="sgd", lr=0.01, epochs=10, batch_size=32, los
     trainer = MLPTrainer(net, X, Y, optimizer=optimizer, lr=lr, batch_size=batch_size,
                          loss=loss, clip_norm=clip_norm, clip_value=clip_value,
                          weight_decay=weight_decay, record_every=record_every, seed=seed,
-                         **optimizer_params)
+                         threads=threads, **optimizer_params)
     evaluator = _Evaluator(net, trainer.loss, task.kind == "classification",
-                           max(X.shape[0], X_test.shape[0]))
+                           max(X.shape[0], X_test.shape[0]), trainer.threads)
     history = {"loss": [], "test_loss": [], "accuracy": [], "test_accuracy": []}
     bar = None
     if progress:

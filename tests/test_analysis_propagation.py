@@ -16,6 +16,7 @@ from neurosim.analysis.propagation import (
     fit_depth_scale,
     perturbation_profile,
     propagation_profile,
+    propagation_sweep,
 )
 
 
@@ -224,6 +225,25 @@ def test_rate_network_profile_sets_the_true_gradient_beside_the_rule(rate_data):
     np.testing.assert_allclose(bp.signal_norms, bp.delta_norms)
     np.testing.assert_allclose(bp.delta_norms, p.delta_norms)
     assert p.source == "RateNetwork" and p.rule == "feedback_alignment"
+
+
+def test_sweep_equals_probes_built_one_by_one(data):
+    X, Y = data[0][:5], data[1][:5]
+    sizes = [12, 10, 10, 3]
+    sw = [0.6, 1.5]
+    for init in ("gaussian", "orthogonal", "glorot"):
+        sweep = propagation_sweep(sizes, sw, [0, 2], X, Y, init=init, sigma_b=0.1)
+        assert sweep.grad_norms.shape == (2, 2, 3) and sweep.regime.shape == (2, 2)
+        for i, seed in enumerate((0, 2)):
+            for j, s in enumerate(sw):
+                net = ns.MLP(sizes, init=init, sigma_w=s, sigma_b=0.1, seed=seed)
+                p = propagation_profile(net, X, Y)
+                np.testing.assert_allclose(sweep.grad_norms[i, j], p.grad_norms, rtol=1e-12)
+                np.testing.assert_allclose(sweep.theory_sq_ratios[i, j], p.theory_sq_ratios,
+                                           rtol=1e-9)
+                assert sweep.ratio[i, j] == pytest.approx(p.delta_fit.ratio, rel=1e-12)
+    with pytest.raises(ValueError, match="swept"):
+        propagation_sweep(sizes, sw, [0], X, Y, seed=3)
 
 
 # ------------------------------------------------------------------------ History and fits

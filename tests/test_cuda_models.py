@@ -125,9 +125,8 @@ def test_rate_network_cuda_refuses_rules_it_does_not_run():
         ns.train(rn, toy_task(3, 2), rule="node_perturbation")
 
 
-@pytest.mark.parametrize("feedback", [None, "symmetric"])
-def test_rate_network_dynamics_match_cpu(feedback):
-    kw = dict(seed=4, sigma_w=1.2, feedback=feedback, integrator="exponential", dt=0.004)
+def test_rate_network_dynamics_match_cpu():
+    kw = dict(seed=4, sigma_w=1.2, feedback="symmetric", integrator="exponential", dt=0.004)
     rn_cpu, rn_gpu = ns.RateNetwork([3, 4, 2], **kw), ns.RateNetwork([3, 4, 2], device="cuda",
                                                                        **kw)
     X = np.random.default_rng(2).random((2, 3))
@@ -137,13 +136,16 @@ def test_rate_network_dynamics_match_cpu(feedback):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-13)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        s_cpu = rn_cpu.steady_state(X, tol=1e-3, max_steps=60)
-        s_gpu = rn_gpu.steady_state(X, tol=1e-3, max_steps=60)
+        s_cpu = rn_cpu.steady_state(X, tol=1e-2, max_steps=60)
+        s_gpu = rn_gpu.steady_state(X, tol=1e-2, max_steps=60)
     assert s_gpu.steps == s_cpu.steps and s_gpu.converged == s_cpu.converged
     for a, b in zip(s_cpu.rates, s_gpu.rates, strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-13)
-    if feedback is None:
-        np.testing.assert_allclose(rn_gpu.forward(X), rn_cpu.forward(X), rtol=1e-12)
+    ff_cpu, ff_gpu = (ns.RateNetwork([3, 4, 2], seed=4, device=d) for d in ("cpu", "cuda"))
+    pre_cpu, post_cpu = ff_cpu.layer_outputs(X)
+    pre_gpu, post_gpu = ff_gpu.layer_outputs(X)
+    for a, b in zip(pre_cpu + post_cpu, pre_gpu + post_gpu, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-13)
 
 
 def test_recurrent_network_simulation_matches_cpu():

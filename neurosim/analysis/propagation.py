@@ -351,12 +351,10 @@ class PropagationProfile:
 
 
 def _depth_scale_of(ratios: np.ndarray) -> float:
-    r = np.asarray(ratios, dtype=np.float64)
-    r = r[np.isfinite(r) & (r > 0)]
-    if r.size == 0:
+    gm = _geometric_mean(ratios)
+    if not math.isfinite(gm):
         return math.nan
-    m = float(np.mean(np.log(r)))
-    return math.inf if m == 0.0 else 1.0 / abs(m)
+    return math.inf if gm == 1.0 else 1.0 / abs(math.log(gm))
 
 
 def _row_norm_stats(arrs) -> tuple[np.ndarray, np.ndarray]:
@@ -374,7 +372,9 @@ def _nan(n: int) -> np.ndarray:
 
 
 def _mlp_measure(net, X, Y, loss, training):
-    """Compiled forward + norm-only backward; returns loss and a (5, L) table (kernel docs)."""
+    """Loss and a (5, L) table (see :func:`neurosim.kernels.propagation.backward_norms`):
+    compiled forward and norm-only backward; batch-normalised networks go through
+    :meth:`MLP.gradients` (their ``phi'`` statistics are left NaN)."""
     from .. import losses as _losses
     from ..ann import BN_EPS
     from ..kernels import dense as _dense
@@ -386,6 +386,14 @@ def _mlp_measure(net, X, Y, loss, training):
     Y = check_data("Y", Y, n_features=net.sizes[-1], dtype=net.dtype)
     check_same_batch("X", X, "Y", Y)
     nb = X.shape[0]
+    table = np.zeros((5, net.n_layers))
+    if net.batchnorm:
+        value, g = net.gradients(X, Y, loss=loss, training=bool(training))
+        for l in range(net.n_layers):
+            rows = np.einsum("ij,ij->i", g.deltas[l], g.deltas[l], dtype=np.float64)
+            table[:, l] = (_sumsq(g.weights[l]), _sumsq(g.biases[l]),
+                           float(np.mean(np.sqrt(rows))), float(np.mean(rows)), np.nan)
+        return float(value), table, X
     use_masks = bool(training) and net.dropout > 0
     H, U, A, XH, ST, MK = net._workspace(nb, use_masks)
     if use_masks:
@@ -396,8 +404,6 @@ def _mlp_measure(net, X, Y, loss, training):
     G0 = np.empty(nb * width, net.dtype)
     G1 = np.empty(nb * width, net.dtype)
     DL = np.empty(nb * width, net.dtype)
-    E = np.empty(nb * width if net.batchnorm else 0, net.dtype)
-    BNG = np.empty(2 * width if net.batchnorm else 0, net.dtype)
     GA = np.empty(nb * nb, net.dtype)
     GE = np.empty(nb * nb, net.dtype)
     direct = [a * b for a, b in zip(net.sizes[:-1], net.sizes[1:], strict=True)
@@ -405,10 +411,14 @@ def _mlp_measure(net, X, Y, loss, training):
     P = np.empty(max(direct, default=0), net.dtype)
     n_out = net.sizes[-1]
     value = _loss_k.loss_and_output_grad(loss_code, out, Y, G0[:nb * n_out].reshape(nb, n_out))
-    table = np.zeros((5, net.n_layers))
-    backward_norms(net.layout, net.act_params, net.params, X, bool(training), H, U, A, XH, ST,
-                   MK, G0, G1, DL, E, BNG, GA, GE, P, table)
+    backward_norms(net.layout, net.act_params, net.params, X, bool(training), H, U, A, MK, G0,
+                   G1, DL, GA, GE, P, table)
     return float(value), table, X
+
+
+def _sumsq(a) -> float:
+    flat = np.asarray(a).reshape(-1)
+    return float(np.dot(flat.astype(np.float64), flat.astype(np.float64)))
 
 
 def _profile_mlp(net, X, Y, rule, loss, training, theory):
@@ -580,6 +590,137 @@ def propagation_profile(model, X=None, Y=None, rule=None, loss="mse", *, trainin
         return _profile_rate(model, X, Y, rule, loss, bool(theory), seed, rule_params)
     raise TypeError(f"propagation_profile takes an MLP, a RateNetwork or a History, got "
                     f"{type(model).__name__}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Sweeps of probes over sigma_w and seeds
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class ProfileSweep:
+    """Backprop profiles of freshly initialised MLPs over a grid of weight scales and seeds.
+
+    Attributes
+    ----------
+    sigma_w : ndarray, shape (n_w,)
+    seeds : ndarray of int, shape (n_s,)
+    layers : ndarray of int, shape (L,)
+    loss : ndarray, shape (n_s, n_w)
+    grad_norms, delta_norms : ndarray, shape (n_s, n_w, L)
+    delta_sq_ratios, theory_sq_ratios : ndarray, shape (n_s, n_w, L-1)
+    ratio, ratio_err, depth_scale, depth_scale_err : ndarray, shape (n_s, n_w)
+        The exponential fit of ``delta_norms`` (:class:`DepthFit`).
+    regime : ndarray of str, shape (n_s, n_w)
+    theory_ratio : ndarray, shape (n_s, n_w)
+        Geometric mean of ``theory_sq_ratios`` (compare with ``ratio``).
+    """
+
+    sigma_w: np.ndarray
+    seeds: np.ndarray
+    layers: np.ndarray
+    loss: np.ndarray
+    grad_norms: np.ndarray
+    delta_norms: np.ndarray
+    delta_sq_ratios: np.ndarray
+    theory_sq_ratios: np.ndarray
+    ratio: np.ndarray
+    ratio_err: np.ndarray
+    depth_scale: np.ndarray
+    depth_scale_err: np.ndarray
+    regime: np.ndarray
+    theory_ratio: np.ndarray
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v) for k, v in self.__dict__.items()}
+
+
+def propagation_sweep(sizes, sigma_w, seeds, X, Y, *, loss="mse", theory=True,
+                      progress=False, **mlp_params) -> ProfileSweep:
+    """:func:`propagation_profile` of an MLP at initialisation for every ``(seed, sigma_w)``.
+
+    Every initializer scales one set of random draws by ``sigma_w``, so each seed's network is
+    built once and its weights rescaled for each ``sigma_w``: the probes are those of
+    ``MLP(sizes, sigma_w=s, seed=seed, **mlp_params)`` (to rounding) at the cost of one
+    initialisation per seed.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+    sigma_w : array_like, shape (n_w,)
+        Weight scales (> 0).
+    seeds : sequence of int
+    X, Y : array_like
+        Inputs and targets of every probe.
+    loss : {"mse", "cross_entropy"}
+    theory : bool
+        Mean-field predictions beside each probe.
+    progress : bool
+        A tqdm bar over the probes.
+    **mlp_params
+        Further :class:`neurosim.MLP` arguments (activation, init, sigma_b, dtype, ...), not
+        ``sigma_w`` or ``seed``.
+
+    Returns
+    -------
+    ProfileSweep
+    """
+    from ..ann import MLP
+
+    for key in ("sigma_w", "seed"):
+        if key in mlp_params:
+            raise ValueError(f"{key} is swept; do not pass it among the MLP parameters")
+    sw = np.atleast_1d(np.asarray(sigma_w, dtype=np.float64))
+    if sw.ndim != 1 or sw.size == 0 or not np.all(np.isfinite(sw)) or np.any(sw <= 0):
+        raise ValueError(f"sigma_w must be a non-empty 1-D sequence of values > 0, got "
+                         f"{sigma_w!r}")
+    seeds = [check_int(f"seeds[{i}]", s, minimum=0)
+             for i, s in enumerate(np.atleast_1d(np.asarray(seeds)).tolist())]
+    if not seeds:
+        raise ValueError("seeds must hold at least one seed")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(seeds) * sw.size, desc="propagation_sweep", unit="probe")
+    rows = []
+    try:
+        for seed in seeds:
+            net = MLP(sizes, sigma_w=1.0, seed=seed, **mlp_params)
+            base = [w.copy() for w in net.weights]
+            views = net.weights
+            row = []
+            for s in sw:
+                for view, w in zip(views, base, strict=True):
+                    np.multiply(w, net.dtype.type(s), out=view)
+                row.append(propagation_profile(net, X, Y, loss=loss, theory=theory))
+                if bar is not None:
+                    bar.update(1)
+            rows.append(row)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    def stack(get):
+        return np.array([[get(p) for p in row] for row in rows])
+
+    return ProfileSweep(
+        sigma_w=sw, seeds=np.asarray(seeds), layers=rows[0][0].layers,
+        loss=stack(lambda p: p.loss), grad_norms=stack(lambda p: p.grad_norms),
+        delta_norms=stack(lambda p: p.delta_norms),
+        delta_sq_ratios=stack(lambda p: p.delta_sq_ratios),
+        theory_sq_ratios=stack(lambda p: p.theory_sq_ratios),
+        ratio=stack(lambda p: p.delta_fit.ratio), ratio_err=stack(lambda p: p.delta_fit.ratio_err),
+        depth_scale=stack(lambda p: p.delta_fit.depth_scale),
+        depth_scale_err=stack(lambda p: p.delta_fit.depth_scale_err),
+        regime=stack(lambda p: p.delta_fit.regime).astype("<U10"),
+        theory_ratio=stack(lambda p: _geometric_mean(p.theory_sq_ratios)),
+    )
+
+
+def _geometric_mean(r) -> float:
+    r = np.asarray(r, dtype=np.float64)
+    r = r[np.isfinite(r) & (r > 0)]
+    return float(np.exp(np.mean(np.log(r)))) if r.size else math.nan
 
 
 # ----------------------------------------------------------------------------------------------

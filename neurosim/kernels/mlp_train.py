@@ -1,14 +1,29 @@
-"""The compiled minibatch loop of MLP training.
+"""The compiled minibatch loop of MLP training, run by one or more threads.
 
 One call of :func:`train_epoch` runs every optimizer step of one epoch: gather the batch, draw
 dropout masks, forward and backward (:func:`neurosim.kernels.dense.forward_backward`), record,
 check for divergence, clip, update (:func:`neurosim.kernels.optim.optimizer_step`) and update
 batch-norm running statistics. Workspaces are allocated by the caller once per run; a step
 allocates nothing.
+
+Shards and threads
+------------------
+Each minibatch may be split into ``S`` shards (consecutive row ranges; ``S`` is the first axis
+of the gradient and workspace arrays). Shard ``s`` computes the gradient of its own mean loss
+into ``grads[s]``; the minibatch gradient is ``sum_s (n_s / nb) grads[s]``, summed in shard
+order. ``T <= S`` threads (Python threads calling this GIL-free kernel with ``tid = 0..T-1``)
+share the shards (thread ``t`` takes shards ``t, t + T, ...``) and the passes over the
+parameter buffer (``S`` fixed chunks, the same way), meeting at three barriers per step. Every
+sum is formed in an order fixed by ``S`` alone, so the results do not depend on ``T``; the
+BLAS the threads call must run single-threaded for the same reason (float32 GEMMs round
+differently with different BLAS thread counts), which the caller arranges.
 """
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .dense import (
     BN_RUN_OFF,
@@ -22,33 +37,160 @@ from .dense import (
 from .optim import REDUCE_FASTMATH, clipped_sumsq, optimizer_step, weight_grad_norms
 from .scalar import like
 
+MAX_SHARDS = 2
+
+# Layout of the int64 synchronisation array.
+SYNC_ARRIVED = 0
+SYNC_GENERATION = 1
+SYNC_ABORT = 2
+SYNC_SIZE = 3
+
+# Layout of the float64 array the threads exchange values through.
+SH_LOSS = 0  # per shard: its mean loss
+SH_SUMSQ = SH_LOSS + MAX_SHARDS  # per chunk: sum of squares of the clipped gradient
+SH_PROBE = SH_SUMSQ + MAX_SHARDS  # per chunk: 0, or NaN when a gradient entry is not finite
+SH_OK = SH_PROBE + MAX_SHARDS  # per chunk: 1 when every update was finite
+SH_DELTA = SH_OK + MAX_SHARDS  # per shard and layer: sum over rows of ||delta row||
+
+
+def shared_size(n_layers: int) -> int:
+    """Length of the ``shared`` array for ``n_layers`` layers."""
+    return SH_DELTA + MAX_SHARDS * n_layers
+
+
+# ----------------------------------------------------------------------- synchronisation
+
+
+@intrinsic
+def _atomic_add(typingctx, arr, index, value):
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.ndim == 1):
+        return None
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
+        return builder.atomic_rmw("add", ptr, args[2], "seq_cst")
+
+    return types.int64(arr, types.intp, types.int64), codegen
+
+
+@intrinsic
+def _atomic_load(typingctx, arr, index):
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.ndim == 1):
+        return None
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
+        return builder.load_atomic(ptr, "seq_cst", 8)
+
+    return types.int64(arr, types.intp), codegen
+
+
+@intrinsic
+def _yield_cpu(typingctx):
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module,
+                                            ir.FunctionType(ir.IntType(32), []),
+                                            "sched_yield")
+        builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+_SPINS_BEFORE_YIELD = 1 << 14
+
+
+@njit(cache=True, nogil=True)
+def barrier(sync, n_threads):
+    """Wait until ``n_threads`` threads have arrived; False when another thread aborted.
+
+    A sense-reversing barrier on ``sync`` (``SYNC_ARRIVED`` counts arrivals, the last one
+    bumps ``SYNC_GENERATION``). Waiters spin briefly, then yield the CPU between checks.
+    """
+    if n_threads == 1:
+        return True
+    generation = _atomic_load(sync, SYNC_GENERATION)
+    if _atomic_add(sync, SYNC_ARRIVED, 1) == n_threads - 1:
+        _atomic_add(sync, SYNC_ARRIVED, -n_threads)
+        _atomic_add(sync, SYNC_GENERATION, 1)
+        return _atomic_load(sync, SYNC_ABORT) == 0
+    spins = 0
+    while _atomic_load(sync, SYNC_GENERATION) == generation:
+        if _atomic_load(sync, SYNC_ABORT) != 0:
+            return False
+        spins += 1
+        if spins > _SPINS_BEFORE_YIELD:
+            _yield_cpu()
+    return _atomic_load(sync, SYNC_ABORT) == 0
+
+
+# ---------------------------------------------------------------------------- the loop
+
 
 @njit(cache=True, error_model="numpy", fastmath=REDUCE_FASTMATH)
 def delta_norms(D, layout, nb, out):
     """``out[l]`` = batch mean of the row norms ``||delta_l[i, :]||`` (``D`` as in dense)."""
     for l in range(layout.shape[0]):
-        delta = block(D, nb, layout, l)
-        total = 0.0
-        for i in range(nb):
-            s = like(D, 0.0)
-            for j in range(delta.shape[1]):
-                s += delta[i, j] * delta[i, j]
-            total += np.sqrt(np.float64(s))
-        out[l] = total / nb
+        out[l] = delta_row_norm_sum(D, layout, nb, l) / nb
 
 
-@njit(cache=True, error_model="numpy")
-def train_epoch(layout, act_params, params, grad, X, Y, order, batch_size, loss_code,
-                opt_code, lr, hyper, s1, s2, step0, weight_decay, clip_norm, clip_value,
-                dropout_p, rng, bn_eps, bn_momentum, bn_state,
+@njit(cache=True, error_model="numpy", fastmath=REDUCE_FASTMATH)
+def delta_row_norm_sum(D, layout, nb, l):
+    """Sum over the ``nb`` rows of ``||delta_l[i, :]||`` (float64)."""
+    delta = block(D, nb, layout, l)
+    total = 0.0
+    for i in range(nb):
+        s = like(D, 0.0)
+        for j in range(delta.shape[1]):
+            s += delta[i, j] * delta[i, j]
+        total += np.sqrt(np.float64(s))
+    return total
+
+
+@njit(cache=True, error_model="numpy", fastmath=REDUCE_FASTMATH)
+def combine_shards(grads, w0, w1, start, stop, clip_value):
+    """``grads[0] = w0 grads[0] + w1 grads[1]`` on ``[start, stop)``, with the sum of squares
+    of the value-clipped result and a finiteness probe (0, or NaN) of the same range."""
+    g0 = grads[0, start:stop]
+    g1 = grads[1, start:stop]
+    a = like(grads, w0)
+    b = like(grads, w1)
+    zero = like(grads, 0.0)
+    total = zero
+    probe = zero
+    for i in range(g0.shape[0]):
+        g = a * g0[i] + b * g1[i]
+        g0[i] = g
+        probe += g * zero
+        c = min(max(g, -clip_value), clip_value)
+        total += c * c
+    return total, probe
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def train_epoch(tid, n_threads, sync, shared, layout, act_params, params, grads, X, Y, order,
+                batch_size, loss_code, opt_code, lr, hyper, s1, s2, step0, weight_decay,
+                clip_norm, clip_value, dropout_p, rng0, rng1, bn_eps, bn_momentum, bn_state,
                 record_every, rec_steps, rec_loss, rec_grad, rec_delta, rec0,
                 XB, YB, H, U, A, XH, ST, MK, D, G0, G1, E):
-    """Run the optimizer steps of one epoch in place.
+    """Run the optimizer steps of one epoch in place (this thread's part of them).
 
     Parameters
     ----------
-    layout, act_params, params, grad
-        Network description and flat parameter / gradient buffers (:mod:`.dense`).
+    tid, n_threads : int
+        This thread's index and the number of threads running the epoch together.
+    sync : ndarray of int64, shape (SYNC_SIZE,)
+        Barrier state, zero at the start; ``sync[SYNC_ABORT] != 0`` makes every thread return.
+    shared : ndarray of float64, shape (shared_size(L),)
+        Values exchanged between threads.
+    layout, act_params, params
+        Network description and flat parameter buffer (:mod:`.dense`).
+    grads : ndarray, shape (S, P)
+        Per-shard gradients; ``grads[0]`` holds the minibatch gradient after each step.
     X, Y : ndarray, shapes (n, n_0), (n, n_L)
         Training data in the network's float type.
     order : ndarray of int64, shape (n,)
@@ -66,19 +208,21 @@ def train_epoch(layout, act_params, params, grad, X, Y, order, batch_size, loss_
     clip_value : float
         Value clipping threshold, or ``inf`` for none.
     dropout_p : float
-    rng : numpy.random.Generator
-        Source of the dropout masks.
+    rng0, rng1 : numpy.random.Generator
+        Dropout masks of shards 0 and 1.
     bn_eps, bn_momentum : float
     bn_state : ndarray
-        Running batch-norm statistics, updated after every step.
+        Running batch-norm statistics, updated after every step (batch norm needs ``S = 1``).
     record_every : int
     rec_steps, rec_loss, rec_grad, rec_delta : ndarray
-        Record arrays (shapes (R,), (R,), (R, L), (R, L)), written from row ``rec0``: every step
-        ``s`` with ``s % record_every == 0`` gets its step number, minibatch loss,
-        ``||dL/dW_l||_F`` and batch-mean ``||delta_l||``.
+        Record arrays (shapes (R,), (R,), (R, L), (R, L)), written by thread 0 from row
+        ``rec0``: every step ``s`` with ``s % record_every == 0`` gets its step number,
+        minibatch loss, ``||dL/dW_l||_F`` and batch-mean ``||delta_l||``.
     rec0 : int
-    XB, YB, H, U, A, XH, ST, MK, D, G0, G1, E : ndarray
-        Workspaces for ``batch_size`` samples.
+    XB, YB : ndarray, shapes (S, rows, n_0), (S, rows, n_L)
+        Shard inputs and targets, ``rows = ceil(batch_size / S)``.
+    H, U, A, XH, ST, MK, D, G0, G1, E : ndarray, shape (S, size)
+        Per-shard workspaces for ``rows`` samples (:mod:`.dense`); ``A`` may be ``U``.
 
     Returns
     -------
@@ -86,66 +230,128 @@ def train_epoch(layout, act_params, params, grad, X, Y, order, batch_size, loss_
         Steps completed (applied) in this epoch.
     n_rec : int
         Records written.
-    diverged : bool
-        True when a step gave a non-finite loss, gradient or update and the epoch stopped
-        there, as step ``step0 + steps``. A non-finite loss or gradient is not applied; a
-        non-finite update leaves the parameters concerned at their old values.
+    status : int
+        0: the epoch ran to its end; 1: a step gave a non-finite loss, gradient or update
+        and the epoch stopped there, as step ``step0 + steps`` (a non-finite loss or gradient
+        is not applied; a non-finite update leaves the parameters concerned at their old
+        values); 2: another thread aborted.
     """
     n = X.shape[0]
     n_layers = layout.shape[0]
+    n_shards = grads.shape[0]
+    n_params = params.shape[0]
     has_dropout = dropout_p > 0.0
     has_bn = bn_state.shape[0] > 0
+    cv = like(params, clip_value)
     rec = rec0
     steps = 0
     training = record_every > 0  # a run-time value: a literal would compile a second variant
     for start in range(0, n, batch_size):
         nb = min(batch_size, n - start)
         step = step0 + steps
-        xb = XB[:nb]
-        yb = YB[:nb]
-        for i in range(nb):
-            k = order[start + i]
-            for j in range(X.shape[1]):
-                xb[i, j] = X[k, j]
-            for j in range(Y.shape[1]):
-                yb[i, j] = Y[k, j]
-        if has_dropout:
-            draw_dropout_masks(rng, dropout_p, layout, nb, MK)
-        loss = forward_backward(layout, act_params, params, xb, yb, loss_code, training, bn_eps,
-                                bn_state, H, U, A, XH, ST, MK, D, G0, G1, E, grad)
+        record = step % record_every == 0 and tid == 0
+        active = min(n_shards, nb)  # a batch smaller than S leaves shards empty
+        base, extra = divmod(nb, active)
+        # forward and backward, shard by shard
+        for s in range(tid, active, n_threads):
+            rows = base + (1 if s < extra else 0)
+            first = start + s * base + min(s, extra)
+            xb = XB[s, :rows]
+            yb = YB[s, :rows]
+            for i in range(rows):
+                k = order[first + i]
+                for j in range(X.shape[1]):
+                    xb[i, j] = X[k, j]
+                for j in range(Y.shape[1]):
+                    yb[i, j] = Y[k, j]
+            if has_dropout:
+                draw_dropout_masks(rng0 if s == 0 else rng1, dropout_p, layout, rows, MK[s])
+            shared[SH_LOSS + s] = forward_backward(
+                layout, act_params, params, xb, yb, loss_code, training, bn_eps, bn_state,
+                H[s], U[s], A[s], XH[s], ST[s], MK[s], D[s], G0[s], G1[s], E[s], grads[s])
+            if active > 1 and step % record_every == 0:
+                for l in range(n_layers):
+                    shared[SH_DELTA + s * n_layers + l] = delta_row_norm_sum(D[s], layout,
+                                                                             rows, l)
+        if not barrier(sync, n_threads):
+            return steps, rec - rec0, 2
+        # the minibatch gradient and its checks, chunk by chunk
+        loss = shared[SH_LOSS]
+        w0 = 1.0
+        w1 = 0.0
+        if active == 1:
+            if tid == 0:
+                total, finite = clipped_sumsq(grads[0], cv)
+                shared[SH_SUMSQ] = total
+                shared[SH_PROBE] = 0.0 if finite else np.nan
+        else:
+            w0 = (base + (1 if extra > 0 else 0)) / nb
+            w1 = 1.0 - w0
+            loss = w0 * shared[SH_LOSS] + w1 * shared[SH_LOSS + 1]
+            for c in range(tid, active, n_threads):
+                total, probe = combine_shards(grads, w0, w1, c * n_params // active,
+                                              (c + 1) * n_params // active, cv)
+                shared[SH_SUMSQ + c] = total
+                shared[SH_PROBE + c] = probe
+        if not barrier(sync, n_threads):
+            return steps, rec - rec0, 2
         finite = np.isfinite(loss)
-        total_sq = like(grad, 0.0)
-        if finite:
-            total_sq, finite = clipped_sumsq(grad, like(grad, clip_value))
-        if step % record_every == 0:
+        total_sq = 0.0
+        for c in range(active):
+            finite = finite and shared[SH_PROBE + c] == 0.0
+            total_sq += shared[SH_SUMSQ + c]
+        if record:
             rec_steps[rec] = step
             rec_loss[rec] = loss
             if np.isfinite(loss):
-                weight_grad_norms(grad, layout, rec_grad[rec])
-                delta_norms(D, layout, nb, rec_delta[rec])
+                weight_grad_norms(grads[0], layout, rec_grad[rec])
+                if active == 1:
+                    delta_norms(D[0], layout, nb, rec_delta[rec])
+                else:
+                    for l in range(n_layers):
+                        rec_delta[rec, l] = (w0 * shared[SH_DELTA + l] + w1 * shared[
+                            SH_DELTA + n_layers + l]) / nb
             else:
                 for l in range(n_layers):
                     rec_grad[rec, l] = np.nan
                     rec_delta[rec, l] = np.nan
+        if step % record_every == 0:
             rec += 1
         if not finite:
-            return steps, rec - rec0, True
+            return steps, rec - rec0, 1
         gscale = 1.0
         if clip_norm > 0.0:
-            norm = np.sqrt(np.float64(total_sq))
+            norm = np.sqrt(total_sq)
             if norm > clip_norm:
                 gscale = clip_norm / norm
-        if not optimizer_step(opt_code, params, grad, s1, s2, lr, hyper, step + 1,
-                              weight_decay, gscale, clip_value):
-            return steps, rec - rec0, True
-        if has_bn:
+        # the update, chunk by chunk
+        if active == 1:
+            if tid == 0:
+                shared[SH_OK] = 1.0 if optimizer_step(
+                    opt_code, params, grads[0], s1, s2, lr, hyper, step + 1, weight_decay,
+                    gscale, clip_value) else 0.0
+        else:
+            for c in range(tid, active, n_threads):
+                lo = c * n_params // active
+                hi = (c + 1) * n_params // active
+                ok = optimizer_step(opt_code, params[lo:hi], grads[0, lo:hi],
+                                    s1[lo:hi] if s1.shape[0] > 0 else s1,
+                                    s2[lo:hi] if s2.shape[0] > 0 else s2, lr, hyper, step + 1,
+                                    weight_decay, gscale, clip_value)
+                shared[SH_OK + c] = 1.0 if ok else 0.0
+        if has_bn and tid == 0:
             for l in range(n_layers):
                 ro = layout[l, BN_RUN_OFF]
                 if ro >= 0:
                     so = layout[l, BN_STAT_OFF]
                     m = layout[l, N_OUT]
-                    update_running_stats(ST[so:so + m], ST[so + m:so + 2 * m], nb,
+                    update_running_stats(ST[0, so:so + m], ST[0, so + m:so + 2 * m], nb,
                                          like(bn_state, bn_momentum), bn_state[ro:ro + m],
                                          bn_state[ro + m:ro + 2 * m])
+        if not barrier(sync, n_threads):
+            return steps, rec - rec0, 2
+        for c in range(active):
+            if shared[SH_OK + c] == 0.0:
+                return steps, rec - rec0, 1
         steps += 1
-    return steps, rec - rec0, False
+    return steps, rec - rec0, 0

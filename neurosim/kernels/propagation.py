@@ -21,24 +21,20 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import get_cython_function_address, intrinsic
 
-from .activations import dphi
+from .activations import TANH, dphi
 from .dense import (
     ACT,
-    BN_OFF,
-    BN_STAT_OFF,
     DROPOUT,
     FASTMATH,
     N_IN,
     N_OUT,
     SKIP,
     _act_params,
-    batchnorm_backward,
     block,
     has_separate_outputs,
-    vector,
     weight,
 )
-
+from .scalar import like
 
 for _name in ("dsyrk", "ssyrk"):
     ll.add_symbol(f"neurosim_{_name}",
@@ -95,23 +91,36 @@ def gram_lower(a, out, chars, ints, scalars):
 
 
 @njit(cache=True, error_model="numpy", fastmath=FASTMATH)
-def _delta_and_stats(g, mask, use_mask, h, u, code, p0, p1, p2, delta, out, l):
-    """``delta = g * mask * phi'(h)``; adds the layer's row-norm and phi'^2 statistics to out."""
+def _delta_and_stats(g, mask, use_mask, h, u, code, p0, p1, p2, delta, dsq, out, l):
+    """``delta = g * mask * phi'(h)``; adds the layer's row-norm and phi'^2 statistics to out.
+
+    The elementwise pass has no reductions (so it vectorises); the sums are dot products.
+    ``dsq`` is scratch of at least ``nb * n`` values.
+    """
     nb, n = h.shape
+    d2 = dsq[:nb * n].reshape((nb, n))
+    one = like(h, 1.0)
+    if code == TANH and not use_mask:
+        for i in range(nb):
+            for j in range(n):
+                d = one - u[i, j] * u[i, j]
+                delta[i, j] = g[i, j] * d
+                d2[i, j] = d
+    else:
+        for i in range(nb):
+            for j in range(n):
+                d = dphi(code, h[i, j], u[i, j], p0, p1, p2)
+                gij = g[i, j] * mask[i, j] if use_mask else g[i, j]
+                delta[i, j] = gij * d
+                d2[i, j] = d
     norm_sum = 0.0
     sq_sum = 0.0
     d2_sum = 0.0
     for i in range(nb):
-        row = 0.0
-        for j in range(n):
-            d = dphi(code, h[i, j], u[i, j], p0, p1, p2)
-            gij = g[i, j] * mask[i, j] if use_mask else g[i, j]
-            v = gij * d
-            delta[i, j] = v
-            row += np.float64(v) * np.float64(v)
-            d2_sum += np.float64(d) * np.float64(d)
+        row = np.float64(np.dot(delta[i], delta[i]))
         norm_sum += np.sqrt(row)
         sq_sum += row
+        d2_sum += np.float64(np.dot(d2[i], d2[i]))
     out[2, l] = norm_sum / nb
     out[3, l] = sq_sum / nb
     out[4, l] = d2_sum / (nb * n)
@@ -146,24 +155,20 @@ def _frobenius_sq_of_product(a, e, ga, ge, scratch):
 
 
 @njit(cache=True, error_model="numpy", fastmath=FASTMATH)
-def backward_norms(layout, act_params, params, X, training, H, U, A, XH, ST, MK, G0, G1, DL, E,
-                   BNG, GA, GE, P, out):
-    """Backward pass that records per-layer norms instead of gradients.
+def backward_norms(layout, act_params, params, X, training, H, U, A, MK, G0, G1, DL, GA, GE, P,
+                   out):
+    """Backward pass that records per-layer norms instead of gradients (no batch norm).
 
     Parameters
     ----------
     layout, act_params, params, X, training
         As in :func:`neurosim.kernels.dense.mlp_forward` (same batch, after it ran).
-    H, U, A, XH, ST, MK : ndarray
+    H, U, A, MK : ndarray
         The workspaces the forward pass filled.
     G0, G1 : ndarray, shape (>= nb * max(n_l),)
         Scratch; on entry ``G0[:nb * n_L]`` holds dL/d(output) row-major.
     DL : ndarray, shape (>= nb * max(n_l),)
         Scratch for ``delta_l``.
-    E : ndarray
-        Scratch of the same size for batch-norm layers (may be empty without batch norm).
-    BNG : ndarray, shape (>= 2 * max(n_l),)
-        Scratch for batch-norm parameter gradients (may be empty without batch norm).
     GA, GE : ndarray, shape (>= nb * nb,)
         Scratch for the Gram matrices.
     P : ndarray
@@ -187,15 +192,8 @@ def backward_norms(layout, act_params, params, X, training, H, U, A, XH, ST, MK,
         p0, p1, p2 = _act_params(layout, act_params, params, l)
         _delta_and_stats(g, block(MK, nb, layout, l) if use_mask else g, use_mask,
                          block(H, nb, layout, l), block(U, nb, layout, l), layout[l, ACT],
-                         p0, p1, p2, delta, out, l)
-        bn = layout[l, BN_OFF]
+                         p0, p1, p2, delta, nxt, out, l)
         err = delta
-        if bn >= 0:
-            so = layout[l, BN_STAT_OFF]
-            err = E[:nb * n].reshape((nb, n))
-            batchnorm_backward(delta, block(XH, nb, layout, l), vector(params, bn, n),
-                               vector(ST, so + 2 * n, n), training, vector(BNG, 0, n),
-                               vector(BNG, n, n), err)
         if l == 0:
             a_prev = X
         elif separate:
