@@ -197,8 +197,11 @@ class MLP:
                     f"width {hidden[0]} differs from the input width {sizes[0]}"
                 )
         if device == "cuda":
+            from ._device import cuda_api
+
+            cuda_api()  # no device and no simulator: CudaUnavailableError with the install hint
             raise NotImplementedError(
-                "the CUDA backend of MLP is not built yet; use device='cpu'"
+                "the CUDA backend of MLP is not wired into ns.MLP yet; use device='cpu'"
             )
 
         self.sizes = sizes

@@ -52,6 +52,8 @@ def toy_task(n_in, n_out, n=10, seed=0, classify=False):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.xfail(raises=NotImplementedError, strict=True,
+                   reason="MLP device='cuda' is not wired into ns.MLP yet (issue 5 open)")
 def test_mlp_training_history_matches_cpu(dtype):
     task = toy_task(4, 3, classify=True)
     kw = dict(activation="tanh", seed=3, sigma_w=1.4, dtype=dtype)
@@ -66,6 +68,8 @@ def test_mlp_training_history_matches_cpu(dtype):
                                atol=rtol(dtype))
 
 
+@pytest.mark.xfail(raises=NotImplementedError, strict=True,
+                   reason="MLP device='cuda' is not wired into ns.MLP yet (issue 5 open)")
 def test_mlp_divergence_is_recorded_like_the_cpu():
     task = toy_task(3, 2, n=8)
     task = ns.Task("big", task.X_train * 50, task.Y_train * 50, task.X_test, task.Y_test,
@@ -82,6 +86,8 @@ def test_mlp_divergence_is_recorded_like_the_cpu():
 
 @pytest.mark.parametrize("options", [dict(residual=True, batchnorm=True, activation="prelu"),
                                      dict(dropout=0.4)])
+@pytest.mark.xfail(raises=NotImplementedError, strict=True,
+                   reason="MLP device='cuda' is not wired into ns.MLP yet (issue 5 open)")
 def test_mlp_forward_and_gradients_match_cpu(options):
     kw = dict(seed=2, **options)
     net_cpu = ns.MLP([4, 4, 4, 2], **kw)

@@ -967,13 +967,17 @@ def network_statistics(layer_activations, sigma_w, sigma_b, q0=1.0, fourth=False
     q0 = check_nonnegative("q0", q0)
     out = np.full((4, n), np.nan)
     prev = q0
-    for layer, act in enumerate(acts):
+    prepared = [_prep(a) for a in acts]
+    for layer, (code, params, feats) in enumerate(prepared):
         q = sw[layer] ** 2 * prev + sb[layer] ** 2
         if q > Q_MAX:
             break
+        s = math.sqrt(q)
         out[0, layer] = q
-        out[1, layer] = prev = _e1(act, q, 2)
-        out[2, layer] = _e1(act, q, 0, 2)
-        if fourth:
-            out[3, layer] = _e1(act, q, 0, 4)
+        for row, na, nb in ((1, 2, 0), (2, 0, 2), (3, 0, 4)):
+            if row == 3 and not fourth:
+                continue
+            out[row, layer] = _k.expect1(code, params, na, nb, 0, 0, 0.0, s, feats, RTOL,
+                                         _XK, _WK, _WG)
+        prev = out[1, layer]
     return LayerStatistics(*out)

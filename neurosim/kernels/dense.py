@@ -474,7 +474,7 @@ def has_separate_outputs(layout):
     return False
 
 
-@njit(cache=True, error_model="numpy", fastmath=FASTMATH)
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=FASTMATH)
 def mlp_forward(layout, act_params, params, X, training, bn_eps, bn_state, H, U, A, XH, ST, MK):
     """Forward pass of a batch through every layer.
 
