@@ -172,7 +172,7 @@ def test_float32_stays_float32_and_matches_float64(xy, options):
     ({"seed": -1}, ValueError, "seed must be >= 0"),
     ({"activation_params": {"slope": 0.1}}, ValueError, "no parameter 'slope'"),
     ({"device": "tpu"}, ValueError, "unknown device 'tpu'"),
-    ({"device": "cuda"}, NotImplementedError, "CUDA backend of MLP is not built yet"),
+    ({"device": "cuda"}, NotImplementedError, "CUDA backend of MLP is not wired"),
 ])
 def test_bad_constructor_arguments(kwargs, error, match):
     kwargs = {"sizes": [4, 5, 3], **kwargs}
