@@ -42,6 +42,48 @@ def pad_rows(array, rows: int) -> np.ndarray:
     return out
 
 
+def probe_then_train(net, task, *, probe_batch: int, loss: str, epochs: int, **train_kwargs):
+    """Per-layer gradient signals of ``net`` at initialisation, then train it with ``ns.train``.
+
+    Parameters
+    ----------
+    net : neurosim.MLP
+        Freshly initialised network; it is trained in place.
+    task : neurosim.tasks.Task
+    probe_batch : int
+        The first ``probe_batch`` training examples give the at-init gradients.
+    loss : {"mse", "cross_entropy"}
+    epochs : int
+    **train_kwargs
+        Passed to :func:`neurosim.train` (optimizer, lr, batch_size, record_every, seed, ...).
+
+    Returns
+    -------
+    dict of str to ndarray
+        ``grad_init`` / ``delta_init`` / ``delta_sq_init`` (L,): ||dL/dW_l||_F, batch-mean
+        ||delta_l|| and batch-mean ||delta_l||^2 at init; ``grad_train`` (n_records, L) and
+        ``steps`` (n_records,) over training; ``loss``, ``test_loss``, ``accuracy``,
+        ``test_accuracy`` (epochs,), NaN-padded after a divergence; ``diverged`` (scalar bool).
+    """
+    import neurosim as ns
+
+    X, Y = task.X_train[:probe_batch], task.Y_train[:probe_batch]
+    _, grads = net.gradients(X, Y, loss=loss)
+    history = ns.train(net, task, loss=loss, epochs=epochs, **train_kwargs)
+    return {
+        "grad_init": frobenius_norms(grads.weights),
+        "delta_init": batch_mean_norms(grads.deltas),
+        "delta_sq_init": batch_mean_sq_norms(grads.deltas),
+        "grad_train": np.asarray(history.grad_norms, dtype=np.float64),
+        "steps": np.asarray(history.steps, dtype=np.int64),
+        "loss": pad_rows(history.loss, epochs),
+        "test_loss": pad_rows(history.test_loss, epochs),
+        "accuracy": pad_rows(history.accuracy, epochs),
+        "test_accuracy": pad_rows(history.test_accuracy, epochs),
+        "diverged": np.array(bool(history.diverged)),
+    }
+
+
 def log_slope(values: np.ndarray, layers: np.ndarray | None = None) -> float:
     """exp of the least-squares slope of log(values) against layer: the per-layer factor."""
     values = np.asarray(values, dtype=np.float64)

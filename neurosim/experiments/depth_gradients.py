@@ -95,21 +95,10 @@ class DepthGradients(Experiment):
         sizes = [cfg.width] * (cfg.depth + 1) + [cfg.n_outputs]
         net = ns.MLP(sizes, activation=coords["activation"], init=coords["init"],
                      sigma_w=sigma_w, sigma_b=0.0, seed=model_seed)
-        X, Y = task.X_train[:cfg.probe_batch], task.Y_train[:cfg.probe_batch]
-        _, grads = net.gradients(X, Y, loss="mse")
-        history = ns.train(net, task, optimizer=cfg.optimizer, lr=cfg.lr, epochs=cfg.epochs,
-                           batch_size=cfg.batch_size, loss="mse", record_every=cfg.record_every,
-                           seed=train_seed)
-        return {
-            "grad_init": C.frobenius_norms(grads.weights),
-            "delta_init": C.batch_mean_norms(grads.deltas),
-            "delta_sq_init": C.batch_mean_sq_norms(grads.deltas),
-            "grad_train": np.asarray(history.grad_norms, dtype=np.float64),
-            "steps": np.asarray(history.steps, dtype=np.int64),
-            "loss": C.pad_rows(history.loss, cfg.epochs),
-            "test_loss": C.pad_rows(history.test_loss, cfg.epochs),
-            "diverged": np.array(bool(history.diverged)),
-        }
+        return C.probe_then_train(net, task, probe_batch=cfg.probe_batch, loss="mse",
+                                  epochs=cfg.epochs, optimizer=cfg.optimizer, lr=cfg.lr,
+                                  batch_size=cfg.batch_size, record_every=cfg.record_every,
+                                  seed=train_seed)
 
     def assemble(self, cfg, points, arrays):
         from ..analysis import meanfield

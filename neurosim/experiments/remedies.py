@@ -107,21 +107,10 @@ class Remedies(Experiment):
         model_kw, train_kw = _setup(cfg, coords["regime"], coords["remedy"])
         sizes = [cfg.n_inputs] + [cfg.width] * cfg.depth + [cfg.n_classes]
         net = ns.MLP(sizes, seed=model_seed, **model_kw)
-        X, Y = task.X_train[:cfg.probe_batch], task.Y_train[:cfg.probe_batch]
-        _, grads = net.gradients(X, Y, loss="cross_entropy")
-        history = ns.train(net, task, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                           loss="cross_entropy", record_every=cfg.record_every,
-                           seed=train_seed, **train_kw)
-        return {
-            "grad_init": C.frobenius_norms(grads.weights),
-            "delta_init": C.batch_mean_norms(grads.deltas),
-            "grad_train": np.asarray(history.grad_norms, dtype=np.float64),
-            "loss": C.pad_rows(history.loss, cfg.epochs),
-            "test_loss": C.pad_rows(history.test_loss, cfg.epochs),
-            "accuracy": C.pad_rows(history.accuracy, cfg.epochs),
-            "test_accuracy": C.pad_rows(history.test_accuracy, cfg.epochs),
-            "diverged": np.array(bool(history.diverged)),
-        }
+        return C.probe_then_train(net, task, probe_batch=cfg.probe_batch,
+                                  loss="cross_entropy", epochs=cfg.epochs, lr=cfg.lr,
+                                  batch_size=cfg.batch_size, record_every=cfg.record_every,
+                                  seed=train_seed, **train_kw)
 
     def assemble(self, cfg, points, arrays):
         from ..analysis import meanfield
