@@ -3,10 +3,11 @@
 Workloads (float32, sizes that fill a data-centre GPU; ``--scale`` shrinks them):
 
 - ``MLP``: the training step of ``bench_mlp.py`` (D hidden tanh layers of width H, input width H,
-  10 linear outputs, mse, plain SGD, batch B) at D = 4, H = 4096, B = 4096, through
-  :class:`neurosim._cuda_models.CudaMLPTrainer` (20 steps per call; records off, as in
-  ``bench_mlp``'s ``neurosim/epoch``) and through PyTorch eager on the same GPU (TF32 off, so
-  both do float32 arithmetic);
+  10 linear outputs, mse, plain SGD, batch B) at D = 4, H = 4096, B = 4096, on
+  ``ns.MLP(..., device="cuda")`` through :class:`neurosim._cuda_models.CudaMLPTrainer`, the
+  trainer ``ns.train`` runs for such a network (one epoch of 20 steps per call; records off, as
+  in ``bench_mlp``'s ``neurosim/epoch``), and through PyTorch eager on the same GPU (TF32 off,
+  so both do float32 arithmetic);
 - ``W3``: the recurrent network of ``bench_rate.py`` (``tau dr/dt = -r + sigmoid(J r + I)``)
   with n = 16384: 256 trials at once (one matrix product per step, compute bound) and a single
   trial (one matrix-vector product per step, memory bound: J, 1 GiB, is read every step);
@@ -20,7 +21,8 @@ synchronisation), achieved FLOP/s and bytes/s, their share of those limits, and 
 PyTorch. Targets (issue 5): MLP step within 1.5x of PyTorch; memory-bound W3 at >= 60% of copy
 bandwidth.
 
-Without a CUDA GPU the script says so and exits with status 0.
+Without a CUDA GPU the script says so and exits with status 0. ``--smoke`` runs every code path
+at toy sizes under numba's CUDA simulator (about a minute; its timings mean nothing).
 
 Run: ``python benchmarks/bench_cuda.py`` (``--help`` for options).
 """
@@ -316,19 +318,19 @@ def main(argv=None):
                      fmt_time(t_peer) if t_peer else "-",
                      f"{t_ours / t_peer:.2f}" if t_peer else "-"])
 
-    steps = 20
+    steps = 2 if args.smoke else 20  # MLP steps per timed call (one epoch of the trainer)
     add(f"MLP D={D} H={H} B={B}", "train step", mlp_flops(D, H, B),
         4.0 * 3 * sum(a * b for a, b in zip(mlp_sizes(D, H)[:-1], mlp_sizes(D, H)[1:],
                                             strict=True)),
         (mlp_neurosim(cuda, D, H, B, steps), steps),
         (mlp_torch(torch, D, H, B), 1) if torch else None)
-    w3_steps = 20
+    w3_steps = 2 if args.smoke else 20
     for trials in (W3_TRIALS, 1):
         add(f"W3 n={W3_N} trials={trials}", "Euler step", 2.0 * trials * W3_N**2,
             4.0 * (W3_N**2 + 3 * trials * W3_N),
             (w3_neurosim(cuda, W3_N, trials, w3_steps), w3_steps),
             (w3_torch(torch, W3_N, trials, w3_steps), w3_steps) if torch else None)
-    w4_steps = 5
+    w4_steps = 1 if args.smoke else 5
     add(f"W4 {W4_LAYERS}x{W4_WIDTH} b={W4_BATCH}", "Euler step",
         2.0 * W4_LAYERS * W4_BATCH * W4_WIDTH**2,
         4.0 * W4_LAYERS * (W4_WIDTH**2 + 3 * W4_BATCH * W4_WIDTH),

@@ -20,140 +20,109 @@ from numba import cuda
 from .kernels.cuda import dense as _gd
 from .kernels.cuda import mlp_train as _gt
 from .kernels.cuda._launch import BLOCK_1D, grid_1d
+from .train import _MLPTrainerBase
 
 # ------------------------------------------------------------------------------------ MLP
 
 
+def _device_empty(size, dtype):
+    return cuda.device_array(size, dtype)
+
+
 def _mlp_workspace(net, nb, masks):
     """Device twins of ``net._workspace(nb, masks)`` and ``net._backward_workspace(nb)``."""
-    dt = net.dtype
-    size = nb * net._units
-    H = cuda.device_array(size, dt)
-    U = cuda.device_array(size, dt)
-    A = cuda.device_array(size, dt) if net._separate else U
-    XH = cuda.device_array(size if net.batchnorm else 0, dt)
-    ST = cuda.device_array(net._n_stat, dt)
-    MK = cuda.device_array(size if masks else 0, dt)
-    scratch = nb * net._max_width
-    back = (cuda.device_array(size, dt), cuda.device_array(scratch, dt),
-            cuda.device_array(scratch, dt), cuda.device_array(scratch if net.batchnorm else 0,
-                                                              dt))
-    return (H, U, A, XH, ST, MK), back
+    return net._workspace(nb, masks, _device_empty), net._backward_workspace(nb, _device_empty)
 
 
-def _host(ws):
-    return tuple(w.copy_to_host() for w in ws)
+def _upload_masks(net, ws, nb, training, masks):
+    """Dropout masks for a single call: drawn (or taken) on the host as on the CPU, so both
+    devices see the same masks, then sent over."""
+    if training and net.dropout > 0:
+        MK = np.empty(ws[5].shape[0], net.dtype)
+        net._fill_masks(MK, nb, masks)
+        ws[5].copy_to_device(MK)
 
 
 def mlp_run_forward(net, X, training, masks, eps):
     """Device twin of ``MLP._run_forward``: (output, host copies of the forward workspaces)."""
     nb = X.shape[0]
-    use_masks = training and net.dropout > 0
-    ws, _ = _mlp_workspace(net, nb, use_masks)
-    if use_masks:  # the host draws (or takes) the masks, as on the CPU, and sends them over
-        MK = np.empty(ws[5].shape[0], net.dtype)
-        net._fill_masks(MK, nb, masks)
-        ws[5].copy_to_device(MK)
+    ws, _ = _mlp_workspace(net, nb, training and net.dropout > 0)
+    _upload_masks(net, ws, nb, training, masks)
     out = _gd.mlp_forward(net.layout, net.act_params, cuda.to_device(net.params),
                           cuda.to_device(X), training, eps, cuda.to_device(net.bn_state), *ws)
-    host = _host(ws)
-    if ws[2] is ws[1]:
-        host = (host[0], host[1], host[1], *host[3:])
-    return out.copy_to_host(), host
+    host = [w.copy_to_host() for w in ws]
+    if ws[2] is ws[1]:  # A is U
+        host[2] = host[1]
+    return out.copy_to_host(), tuple(host)
 
 
 def mlp_forward_backward(net, X, Y, loss_code, training, masks, eps):
-    """Device twin of the compute in ``MLP.gradients``: (loss, forward ws, backward ws, grad)."""
+    """Device twin of ``MLP._forward_backward``: (loss, host ``D``, host flat gradient)."""
     nb = X.shape[0]
-    use_masks = training and net.dropout > 0
-    ws, back = _mlp_workspace(net, nb, use_masks)
-    if use_masks:
-        MK = np.empty(ws[5].shape[0], net.dtype)
-        net._fill_masks(MK, nb, masks)
-        ws[5].copy_to_device(MK)
-    grad = cuda.to_device(np.zeros_like(net.params))
+    ws, back = _mlp_workspace(net, nb, training and net.dropout > 0)
+    _upload_masks(net, ws, nb, training, masks)
+    grad = cuda.device_array(net.n_params, net.dtype)
     loss = _gd.forward_backward(net.layout, net.act_params, cuda.to_device(net.params),
                                 cuda.to_device(X), cuda.to_device(Y), loss_code, training, eps,
                                 cuda.to_device(net.bn_state), *ws, *back, grad)
-    return loss, _host(ws), _host(back), grad.copy_to_host()
+    return float(loss), back[0].copy_to_host(), grad.copy_to_host()
 
 
-class CudaMLPTrainer:
+class CudaMLPTrainer(_MLPTrainerBase):
     """Minibatch training of one MLP on the device (the CUDA twin of ``MLPTrainer``).
 
-    Same constructor and interface as :class:`neurosim.train.MLPTrainer`; dropout masks come
-    from a device generator seeded from the run's seed. Call :meth:`sync` to copy the trained
-    parameters and batch-norm statistics back into ``net`` (``train`` does at the end).
+    Same constructor, checks, sample order and interface as
+    :class:`neurosim.train.MLPTrainer` (``threads`` is checked and ignored). Parameters,
+    optimizer state, data and workspaces are uploaded once; :meth:`run_epoch` launches every
+    step of an epoch without waiting for the device and reads back only the epoch's records
+    and status. Dropout masks come from a device generator seeded from the run's seed (so they
+    differ from the CPU's). :meth:`sync` copies the trained parameters and batch-norm
+    statistics back into ``net`` (:func:`neurosim.train` does at the end).
     """
 
     def __init__(self, net, X, Y, optimizer="sgd", lr=0.01, batch_size=32, loss="mse",
                  clip_norm=None, clip_value=None, weight_decay=0.0, record_every=1, seed=0,
-                 **optimizer_params):
-        from . import losses as _losses
-        from . import optim as _optim
-        from ._validation import check_int, check_nonnegative, check_positive
-        from .ann import BN_EPS, MLP
-        from .train import _checked_pair, _optional_positive
+                 threads=None, **optimizer_params):
+        from .ann import BN_EPS
 
-        if not isinstance(net, MLP):
-            raise TypeError(f"net must be a neurosim MLP, got {type(net).__name__}")
-        self.optimizer = _optim.get(optimizer, **optimizer_params)
-        self.loss = _losses.get(loss)
-        self.lr = check_positive("lr", lr)
-        batch_size = check_int("batch_size", batch_size, minimum=1)
-        self.clip_norm = _optional_positive("clip_norm", clip_norm)
-        self.clip_value = _optional_positive("clip_value", clip_value)
-        self.weight_decay = check_nonnegative("weight_decay", weight_decay)
-        self.record_every = check_int("record_every", record_every, minimum=1)
-        seed = check_int("seed", seed, minimum=0)
-        X, Y = _checked_pair(net, X, Y, "X", "Y")
-        self.net = net
-        self.n = X.shape[0]
-        self.batch = min(batch_size, self.n)
-        order_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
-        self._order_rng = np.random.default_rng(order_seq)
+        super().__init__(net, X, Y, optimizer, lr, batch_size, loss, clip_norm, clip_value,
+                         weight_decay, record_every, seed, optimizer_params, threads)
         dt = net.dtype
         self.params = cuda.to_device(net.params)
         self.bn_state = cuda.to_device(net.bn_state)
-        self.X = cuda.to_device(X)
-        self.Y = cuda.to_device(Y)
-        self._grad = cuda.to_device(np.zeros_like(net.params))
+        self._X = cuda.to_device(self.X)
+        self._Y = cuda.to_device(self.Y)
+        self._grad = cuda.device_array(net.n_params, dt)
         self._s1, self._s2 = (cuda.to_device(s) for s in
                               self.optimizer.init_state(net.n_params, dt))
         self._hyper = self.optimizer.hyper_array(dt)
-        self._rng = _gd.device_rng(np.random.default_rng(dropout_seq))
+        self._rng = _gd.device_rng(np.random.default_rng(self._dropout_seqs[0]))
         self._XB = cuda.device_array((self.batch, net.sizes[0]), dt)
         self._YB = cuda.device_array((self.batch, net.sizes[-1]), dt)
         self._ws, self._back = _mlp_workspace(net, self.batch, net.dropout > 0)
         self._work = _gt.train_workspace(net.layout, self.batch, dt)
         self._bn_eps = dt.type(BN_EPS)
-        self.step = 0
-        self.diverged = False
-        self.diverged_step = None
-        self._records = []
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return math.ceil(self.n / self.batch)
 
     def run_epoch(self) -> int:
-        """Run one epoch on the device; returns the steps applied (waits for the device once)."""
+        """Run one epoch on the device; returns the steps applied (waits for the device once).
+
+        Stops at a divergent step as :meth:`neurosim.train.MLPTrainer.run_epoch` does.
+        """
         from .ann import BN_MOMENTUM
 
         if self.diverged:
             return 0
         net = self.net
-        first = -(-self.step // self.record_every) * self.record_every
-        last = self.step + self.steps_per_epoch - 1
-        n_rec = max(0, (last - first) // self.record_every + 1)
+        n_rec = self._records_this_epoch()
         L = net.n_layers
         dt = net.dtype
+        rows = max(n_rec, 1)
         rec_steps = np.zeros(n_rec, np.int64)
-        rec = (cuda.device_array(max(n_rec, 1), dt), cuda.device_array((max(n_rec, 1), L), dt),
-               cuda.device_array((max(n_rec, 1), L), dt))
-        order = self._order_rng.permutation(self.n).astype(np.int64)
-        done, recorded, diverged = _gt.train_epoch(
-            net.layout, net.act_params, self.params, self._grad, self.X, self.Y, order,
+        rec = (cuda.device_array(rows, dt), cuda.device_array((rows, L), dt),
+               cuda.device_array((rows, L), dt))
+        order = self._order_rng.permutation(self.X.shape[0]).astype(np.int64)
+        done, recorded, status = _gt.train_epoch(
+            net.layout, net.act_params, self.params, self._grad, self._X, self._Y, order,
             self.batch, self.loss.code, self.optimizer.code, self.lr, self._hyper, self._s1,
             self._s2, self.step, self.weight_decay, self.clip_norm or 0.0,
             self.clip_value or np.inf, net.dropout, self._rng, self._bn_eps, BN_MOMENTUM,
@@ -161,20 +130,9 @@ class CudaMLPTrainer:
             *self._ws, *self._back, work=self._work)
         loss, grad, delta = (r.copy_to_host()[:recorded].astype(np.float64) for r in rec)
         self._records.append((rec_steps[:recorded], loss, grad, delta))
-        self.step += done
-        if diverged:
-            self.diverged = True
-            self.diverged_step = self.step
-        return done
+        return self._end_epoch(done, status != 0)
 
-    def records(self):
-        """Recorded ``steps``, ``step_loss``, ``grad_norms`` (n, L), ``delta_norms`` (n, L)."""
-        L = self.net.n_layers
-        if not self._records:
-            return (np.zeros(0, np.int64), np.zeros(0), np.zeros((0, L)), np.zeros((0, L)))
-        return tuple(np.concatenate(parts) for parts in zip(*self._records, strict=True))
-
-    def sync(self):
+    def sync(self) -> None:
         """Copy the device parameters and batch-norm statistics into the model's buffers."""
         self.params.copy_to_host(self.net.params)
         if self.net.bn_state.size:
@@ -198,11 +156,13 @@ class _CudaEvaluator:
         self.ws, _ = _mlp_workspace(net, self.chunk, False)
         self.G0 = cuda.device_array(self.chunk * net.sizes[-1], net.dtype)
         self.work = _gt.train_workspace(net.layout, self.chunk, net.dtype)
-        self._data = {}
+        # each data set crosses over once per run; the training set is already there
+        self._data = {(id(trainer.X), id(trainer.Y)): (trainer.X, trainer.Y, trainer._X,
+                                                       trainer._Y)}
 
     def _device(self, X, Y):
         key = (id(X), id(Y))
-        if key not in self._data:  # each data set crosses over once per run
+        if key not in self._data:  # the host arrays are kept too, so their ids stay unique
             self._data[key] = (X, Y, cuda.to_device(X), cuda.to_device(Y))
         return self._data[key][2:]
 

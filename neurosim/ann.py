@@ -29,6 +29,7 @@ import numpy as np
 from . import activations as _activations
 from . import init as _init
 from . import losses as _losses
+from ._device import DEVICES
 from ._validation import (
     check_choice,
     check_data,
@@ -44,7 +45,6 @@ from .kernels import dense as _k
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
-DEVICES = ("cpu", "cuda")
 _FORWARD_CHUNK_VALUES = 1 << 22  # workspace values per inference chunk (per buffer)
 
 
@@ -154,7 +154,10 @@ class MLP:
     dropout : float
         Dropout probability of hidden units in training mode, in [0, 1).
     device : {"cpu", "cuda"}
-        Compute device; the CUDA backend is not built yet.
+        Compute device. With ``"cuda"`` the forward and backward passes and :func:`neurosim.train`
+        run on the GPU (numba's CUDA target); :attr:`params` stays a host array, copied to the
+        device for each call and copied back when training ends. Raises
+        :class:`~neurosim._device.CudaUnavailableError` when no CUDA device can be used.
 
     Attributes
     ----------
@@ -200,9 +203,6 @@ class MLP:
             from ._device import cuda_api
 
             cuda_api()  # no device and no simulator: CudaUnavailableError with the install hint
-            raise NotImplementedError(
-                "the CUDA backend of MLP is not wired into ns.MLP yet; use device='cpu'"
-            )
 
         self.sizes = sizes
         self.n_layers = n_layers
@@ -387,22 +387,25 @@ class MLP:
         return _copy.deepcopy(self)
 
     # ------------------------------------------------------------------------- workspaces
-    def _workspace(self, nb: int, masks: bool):
+    def _workspace(self, nb: int, masks: bool, empty=np.empty):
+        """Forward workspaces ``H, U, A, XH, ST, MK`` for ``nb`` samples, allocated by
+        ``empty(size, dtype)`` (``numba.cuda.device_array`` for device twins)."""
         dt = self.dtype
         size = nb * self._units
-        H = np.empty(size, dt)
-        U = np.empty(size, dt)
-        A = np.empty(size, dt) if self._separate else U
-        XH = np.empty(size if self.batchnorm else 0, dt)
-        ST = np.empty(self._n_stat, dt)
-        MK = np.empty(size if masks else 0, dt)
+        H = empty(size, dt)
+        U = empty(size, dt)
+        A = empty(size, dt) if self._separate else U
+        XH = empty(size if self.batchnorm else 0, dt)
+        ST = empty(self._n_stat, dt)
+        MK = empty(size if masks else 0, dt)
         return H, U, A, XH, ST, MK
 
-    def _backward_workspace(self, nb: int):
+    def _backward_workspace(self, nb: int, empty=np.empty):
+        """Backward workspaces ``D, G0, G1, E`` for ``nb`` samples (``empty`` as above)."""
         dt = self.dtype
         scratch = nb * self._max_width
-        return (np.empty(nb * self._units, dt), np.empty(scratch, dt), np.empty(scratch, dt),
-                np.empty(scratch if self.batchnorm else 0, dt))
+        return (empty(nb * self._units, dt), empty(scratch, dt), empty(scratch, dt),
+                empty(scratch if self.batchnorm else 0, dt))
 
     def _check_X(self, X):
         return check_data("X", X, n_features=self.sizes[0], dtype=self.dtype)
@@ -441,6 +444,10 @@ class MLP:
         return out
 
     def _run_forward(self, X, training, masks):
+        if self.device == "cuda":
+            from ._cuda_models import mlp_run_forward
+
+            return mlp_run_forward(self, X, training, masks, self.dtype.type(BN_EPS))
         nb = X.shape[0]
         use_masks = training and self.dropout > 0
         ws = self._workspace(nb, use_masks)
@@ -506,6 +513,25 @@ class MLP:
             post.append(A[start:start + nb * n].reshape(nb, n).copy())
         return pre, post
 
+    def _forward_backward(self, X, Y, loss_code, training, masks):
+        """(batch-mean loss, flat ``D`` workspace of the deltas, flat gradient) of checked
+        inputs."""
+        eps = self.dtype.type(BN_EPS)
+        if self.device == "cuda":
+            from ._cuda_models import mlp_forward_backward
+
+            return mlp_forward_backward(self, X, Y, loss_code, training, masks, eps)
+        nb = X.shape[0]
+        use_masks = training and self.dropout > 0
+        ws = self._workspace(nb, use_masks)
+        if use_masks:
+            self._fill_masks(ws[5], nb, masks)
+        D, G0, G1, E = self._backward_workspace(nb)
+        flat = np.zeros_like(self.params)
+        value = _k.forward_backward(self.layout, self.act_params, self.params, X, Y, loss_code,
+                                    training, eps, self.bn_state, *ws, D, G0, G1, E, flat)
+        return value, D, flat
+
     def gradients(self, X, Y, loss="mse", training=True, dropout_mask=None):
         """Batch-mean loss and its gradient with respect to every parameter and ``h_l``.
 
@@ -533,15 +559,7 @@ class MLP:
         training = _check_bool("training", training)
         masks = self._check_mask(dropout_mask, training, X.shape[0])
         nb = X.shape[0]
-        use_masks = training and self.dropout > 0
-        ws = self._workspace(nb, use_masks)
-        if use_masks:
-            self._fill_masks(ws[5], nb, masks)
-        D, G0, G1, E = self._backward_workspace(nb)
-        flat = np.zeros_like(self.params)
-        value = _k.forward_backward(self.layout, self.act_params, self.params, X, Y,
-                                    loss_fn.code, training, self.dtype.type(BN_EPS),
-                                    self.bn_state, *ws, D, G0, G1, E, flat)
+        value, D, flat = self._forward_backward(X, Y, loss_fn.code, training, masks)
         deltas = []
         for l in range(self.n_layers):
             start = nb * self.layout[l, _k.UNIT_OFF]
@@ -571,6 +589,8 @@ class MLP:
                 extras.append(f"{name}=True")
         if self.dropout:
             extras.append(f"dropout={self.dropout}")
+        if self.device != "cpu":
+            extras.append(f"device={self.device!r}")
         tail = "".join(", " + e for e in extras)
         return (f"MLP({self.sizes}, activation={self.activation.name!r}, init={self.init!r}, "
                 f"sigma_w={self.sigma_w}, sigma_b={self.sigma_b}, seed={self.seed}, "

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import gc
 import math
 import sys
 import types
@@ -23,6 +26,18 @@ from .kernels import dense as _dense
 from .kernels import losses as _kloss
 from .kernels import mlp_train as _kt
 from .tasks import as_task
+
+
+@atexit.register
+def _skip_exit_collections():
+    """Freeze the garbage collector's generations when the interpreter exits.
+
+    numba's type system keeps millions of live objects; the collections Python runs while it
+    shuts down would traverse them all, about half a second per process (a third of a short
+    script's run). Frozen objects are skipped. Python does not promise to finalize objects
+    still alive at exit, so this changes nothing a program may rely on.
+    """
+    gc.freeze()
 
 
 def train(model, task, *, rule=None, **kwargs) -> History:
@@ -107,27 +122,39 @@ _POOLS: dict = {}
 _BLAS = {}
 
 
-def _blas_controller():
-    """A threadpoolctl controller that sees the BLAS numba calls (None without threadpoolctl)."""
-    if "controller" not in _BLAS:
+def _blas_libraries():
+    """threadpoolctl's controllers of the loaded BLAS libraries, including the one numba's
+    ``np.dot`` calls (empty without threadpoolctl)."""
+    if "libs" not in _BLAS:
         try:
             import scipy.linalg.cython_blas  # noqa: F401  (the BLAS numba's np.dot calls)
             from threadpoolctl import ThreadpoolController
         except ImportError:
-            _BLAS["controller"] = None
+            _BLAS["libs"] = []
         else:
-            _BLAS["controller"] = ThreadpoolController()
-    return _BLAS["controller"]
+            _BLAS["libs"] = [lib for lib in ThreadpoolController().lib_controllers
+                             if lib.user_api == "blas"]
+    return _BLAS["libs"]
 
 
+@contextlib.contextmanager
 def _single_threaded_blas():
-    """Context: BLAS on one thread (threads share the work; results independent of it)."""
-    import contextlib
+    """Context: BLAS on one thread (threads share the work; results independent of it).
 
-    controller = _blas_controller()
-    if controller is None:
-        return contextlib.nullcontext()
-    return controller.limit(limits=1, user_api="blas")
+    Talks to the libraries directly: ``threadpoolctl.ThreadpoolController.limit`` costs about
+    0.1 ms per call, as much as a whole training step of a small network.
+    """
+    changed = []
+    try:
+        for lib in _blas_libraries():
+            n = lib.get_num_threads()
+            if n is not None and n != 1:
+                lib.set_num_threads(1)
+                changed.append((lib, n))
+        yield
+    finally:
+        for lib, n in changed:
+            lib.set_num_threads(n)
 
 
 def _run_team(n_threads, work, sync=None):
@@ -170,7 +197,66 @@ def _optional_positive(param, value):
     return None if value is None else check_positive(param, value)
 
 
-class MLPTrainer:
+class _MLPTrainerBase:
+    """What the CPU and CUDA trainers share: argument checks, the sample order, step and
+    divergence bookkeeping and the records."""
+
+    def __init__(self, net, X, Y, optimizer, lr, batch_size, loss, clip_norm, clip_value,
+                 weight_decay, record_every, seed, optimizer_params, threads=None):
+        if not isinstance(net, MLP):
+            raise TypeError(f"net must be a neurosim MLP, got {type(net).__name__}")
+        self.optimizer = _optim.get(optimizer, **optimizer_params)
+        self.loss = _losses.get(loss)
+        self.lr = check_positive("lr", lr)
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+        self.clip_norm = _optional_positive("clip_norm", clip_norm)
+        self.clip_value = _optional_positive("clip_value", clip_value)
+        self.weight_decay = check_nonnegative("weight_decay", weight_decay)
+        self.record_every = check_int("record_every", record_every, minimum=1)
+        seed = check_int("seed", seed, minimum=0)
+        self.threads = default_threads() if threads is None else check_int("threads", threads,
+                                                                            minimum=1)
+        X, Y = _checked_pair(net, X, Y, "X", "Y")
+        self.net = net
+        self.X = X
+        self.Y = Y
+        self.batch = min(batch_size, X.shape[0])
+        order_seq, *self._dropout_seqs = np.random.SeedSequence(seed).spawn(1 + _kt.MAX_SHARDS)
+        self._order_rng = np.random.default_rng(order_seq)
+        self.step = 0
+        self.diverged = False
+        self.diverged_step = None
+        self._records = []
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.X.shape[0] / self.batch)
+
+    def _records_this_epoch(self) -> int:
+        """Steps of the next epoch that are recorded (steps 0, k, 2k, ... with k record_every)."""
+        first = -(-self.step // self.record_every) * self.record_every
+        last = self.step + self.steps_per_epoch - 1
+        return max(0, (last - first) // self.record_every + 1)
+
+    def _end_epoch(self, done, diverged):
+        self.step += done
+        if diverged:
+            self.diverged = True
+            self.diverged_step = self.step
+        return done
+
+    def records(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Recorded ``steps``, ``step_loss``, ``grad_norms`` (n, L), ``delta_norms`` (n, L)."""
+        L = self.net.n_layers
+        if not self._records:
+            return (np.zeros(0, np.int64), np.zeros(0), np.zeros((0, L)), np.zeros((0, L)))
+        return tuple(np.concatenate(parts) for parts in zip(*self._records, strict=True))
+
+    def sync(self) -> None:
+        """Make ``net`` hold the trained parameters (a no-op here: the CPU trains in place)."""
+
+
+class MLPTrainer(_MLPTrainerBase):
     """Compiled minibatch training of one MLP on one training set, epoch by epoch.
 
     :func:`train_mlp` drives it; it is also the way to run training one epoch at a time (for
@@ -204,29 +290,11 @@ class MLPTrainer:
     def __init__(self, net, X, Y, optimizer="sgd", lr=0.01, batch_size=32, loss="mse",
                  clip_norm=None, clip_value=None, weight_decay=0.0, record_every=1, seed=0,
                  threads=None, **optimizer_params):
-        if not isinstance(net, MLP):
-            raise TypeError(f"net must be a neurosim MLP, got {type(net).__name__}")
-        self.optimizer = _optim.get(optimizer, **optimizer_params)
-        self.loss = _losses.get(loss)
-        self.lr = check_positive("lr", lr)
-        batch_size = check_int("batch_size", batch_size, minimum=1)
-        self.clip_norm = _optional_positive("clip_norm", clip_norm)
-        self.clip_value = _optional_positive("clip_value", clip_value)
-        self.weight_decay = check_nonnegative("weight_decay", weight_decay)
-        self.record_every = check_int("record_every", record_every, minimum=1)
-        seed = check_int("seed", seed, minimum=0)
-        threads = default_threads() if threads is None else check_int("threads", threads,
-                                                                       minimum=1)
-        X, Y = _checked_pair(net, X, Y, "X", "Y")
-        self.net = net
-        self.X = X
-        self.Y = Y
-        self.batch = min(batch_size, X.shape[0])
+        super().__init__(net, X, Y, optimizer, lr, batch_size, loss, clip_norm, clip_value,
+                         weight_decay, record_every, seed, optimizer_params, threads)
         self.shards = 1 if net.batchnorm or self.batch < 2 * MIN_SHARD_ROWS else _kt.MAX_SHARDS
-        self.threads = min(self.shards, threads)
-        order_seq, *dropout_seqs = np.random.SeedSequence(seed).spawn(1 + _kt.MAX_SHARDS)
-        self._order_rng = np.random.default_rng(order_seq)
-        self._dropout_rngs = [np.random.default_rng(q) for q in dropout_seqs]
+        self.threads = min(self.shards, self.threads)
+        self._dropout_rngs = [np.random.default_rng(q) for q in self._dropout_seqs]
         dt = net.dtype
         S = self.shards
         rows = -(-self.batch // S)
@@ -243,14 +311,6 @@ class MLPTrainer:
         self._sync = np.zeros(_kt.SYNC_SIZE, np.int64)
         self._shared = np.zeros(_kt.shared_size(net.n_layers))
         self._bn_eps = dt.type(BN_EPS)
-        self.step = 0
-        self.diverged = False
-        self.diverged_step = None
-        self._records = []
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return math.ceil(self.X.shape[0] / self.batch)
 
     def run_epoch(self) -> int:
         """Run one epoch (a fresh random sample order); returns the steps applied.
@@ -262,9 +322,7 @@ class MLPTrainer:
             return 0
         net = self.net
         n = self.X.shape[0]
-        first = -(-self.step // self.record_every) * self.record_every
-        last = self.step + self.steps_per_epoch - 1
-        n_rec = max(0, (last - first) // self.record_every + 1)
+        n_rec = self._records_this_epoch()
         L = net.n_layers
         rec = (np.zeros(n_rec, np.int64), np.zeros(n_rec), np.zeros((n_rec, L)),
                np.zeros((n_rec, L)))
@@ -282,18 +340,11 @@ class MLPTrainer:
 
         done, recorded, status = _run_team(self.threads, work, self._sync)[0]
         self._records.append(tuple(r[:recorded] for r in rec))
-        self.step += done
-        if status != 0:
-            self.diverged = True
-            self.diverged_step = self.step
-        return done
+        return self._end_epoch(done, status != 0)
 
-    def records(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Recorded ``steps``, ``step_loss``, ``grad_norms`` (n, L), ``delta_norms`` (n, L)."""
-        L = self.net.n_layers
-        if not self._records:
-            return (np.zeros(0, np.int64), np.zeros(0), np.zeros((0, L)), np.zeros((0, L)))
-        return tuple(np.concatenate(parts) for parts in zip(*self._records, strict=True))
+    def evaluator(self, classify, n_max):
+        """A callable ``(X, Y) -> (loss, accuracy)`` over whole data sets in inference mode."""
+        return _Evaluator(self.net, self.loss, classify, n_max, self.threads)
 
 
 def _checked_pair(net, X, Y, x_name, y_name):
@@ -348,6 +399,8 @@ def train_mlp(net, task, optimizer="sgd", lr=0.01, epochs=10, batch_size=32, los
         least 32 samples (without batch norm) is split into two shards whose gradients are
         computed concurrently, each thread calling single-threaded BLAS; sums are formed in a
         fixed order, so the numbers never depend on ``threads`` or on BLAS thread settings.
+        Checked but unused for a network on ``device="cuda"``, which trains on the GPU
+        (:class:`neurosim._cuda_models.CudaMLPTrainer`).
     **optimizer_params
         Hyper-parameters of the optimizer (e.g. ``momentum=0.9``, ``beta1=0.9``).
 
@@ -370,12 +423,15 @@ def train_mlp(net, task, optimizer="sgd", lr=0.01, epochs=10, batch_size=32, los
     X, Y = _checked_pair(net, task.X_train, task.Y_train, "task.X_train", "task.Y_train")
     X_test, Y_test = _checked_pair(net, task.X_test, task.Y_test, "task.X_test",
                                    "task.Y_test")
-    trainer = MLPTrainer(net, X, Y, optimizer=optimizer, lr=lr, batch_size=batch_size,
-                         loss=loss, clip_norm=clip_norm, clip_value=clip_value,
-                         weight_decay=weight_decay, record_every=record_every, seed=seed,
-                         threads=threads, **optimizer_params)
-    evaluator = _Evaluator(net, trainer.loss, task.kind == "classification",
-                           max(X.shape[0], X_test.shape[0]), trainer.threads)
+    trainer_class = MLPTrainer
+    if net.device == "cuda":  # parameters, optimizer state and data stay on the device
+        from ._cuda_models import CudaMLPTrainer as trainer_class
+    trainer = trainer_class(net, X, Y, optimizer=optimizer, lr=lr, batch_size=batch_size,
+                            loss=loss, clip_norm=clip_norm, clip_value=clip_value,
+                            weight_decay=weight_decay, record_every=record_every, seed=seed,
+                            threads=threads, **optimizer_params)
+    evaluator = trainer.evaluator(task.kind == "classification",
+                                  max(X.shape[0], X_test.shape[0]))
     history = {"loss": [], "test_loss": [], "accuracy": [], "test_accuracy": []}
     bar = None
     if progress:
@@ -396,6 +452,7 @@ def train_mlp(net, task, optimizer="sgd", lr=0.01, epochs=10, batch_size=32, los
             if trainer.diverged:
                 break
     finally:
+        trainer.sync()
         if bar is not None:
             bar.close()
     steps, step_loss, grad_norms, delta_norms = trainer.records()

@@ -51,25 +51,27 @@ def toy_task(n_in, n_out, n=10, seed=0, classify=False):
     return ns.Task("toy", X, Y, X[: n // 2], Y[: n // 2], kind, {})
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.xfail(raises=NotImplementedError, strict=True,
-                   reason="MLP device='cuda' is not wired into ns.MLP yet (issue 5 open)")
-def test_mlp_training_history_matches_cpu(dtype):
-    task = toy_task(4, 3, classify=True)
+@pytest.mark.parametrize("dtype,n,batch_size", [("float32", 10, 4), ("float64", 37, 32)])
+def test_mlp_training_history_matches_cpu(dtype, n, batch_size):
+    # batches of 32 and more run in two shards on the CPU (tests/test_train_shards.py): the
+    # device, which computes each batch whole, must agree with that path too
+    task = toy_task(4, 3, n=n, classify=True)
     kw = dict(activation="tanh", seed=3, sigma_w=1.4, dtype=dtype)
     net_cpu = ns.MLP([4, 6, 5, 3], **kw)
     net_gpu = ns.MLP([4, 6, 5, 3], device="cuda", **kw)
-    train = dict(optimizer="adam", lr=0.05, epochs=2, batch_size=4, loss="cross_entropy",
-                 clip_norm=1.0, record_every=2, seed=5)
+    train = dict(optimizer="adam", lr=0.05, epochs=2, batch_size=batch_size,
+                 loss="cross_entropy", clip_norm=1.0, record_every=2, seed=5)
     h_cpu = ns.train(net_cpu, task, **train)
     h_gpu = ns.train(net_gpu, task, **train)
     assert_same_history(h_cpu, h_gpu, dtype)
     np.testing.assert_allclose(net_gpu.params, net_cpu.params, rtol=rtol(dtype),
                                atol=rtol(dtype))
+    if batch_size >= 32:
+        from neurosim.train import MLPTrainer
+
+        assert MLPTrainer(net_cpu, task.X_train, task.Y_train, batch_size=batch_size).shards > 1
 
 
-@pytest.mark.xfail(raises=NotImplementedError, strict=True,
-                   reason="MLP device='cuda' is not wired into ns.MLP yet (issue 5 open)")
 def test_mlp_divergence_is_recorded_like_the_cpu():
     task = toy_task(3, 2, n=8)
     task = ns.Task("big", task.X_train * 50, task.Y_train * 50, task.X_test, task.Y_test,
@@ -84,10 +86,52 @@ def test_mlp_divergence_is_recorded_like_the_cpu():
     assert np.all(np.isfinite(net_gpu.params))
 
 
+def test_mlp_training_with_batchnorm_and_prelu_matches_cpu():
+    # a tail batch (7 = 3 + 3 + 1: batch norm of a single row), running statistics copied back,
+    # learnable slopes, weight decay, value clipping and a stateful optimizer
+    task = toy_task(4, 2, n=7)
+    kw = dict(activation="prelu", residual=True, batchnorm=True, seed=4, sigma_w=1.2)
+    net_cpu, net_gpu = ns.MLP([4, 5, 5, 2], **kw), ns.MLP([4, 5, 5, 2], device="cuda", **kw)
+    train = dict(optimizer="momentum", momentum=0.8, lr=0.05, epochs=1, batch_size=3,
+                 weight_decay=0.01, clip_value=0.5, seed=2)
+    h_cpu, h_gpu = ns.train(net_cpu, task, **train), ns.train(net_gpu, task, **train)
+    assert_same_history(h_cpu, h_gpu, "float64")
+    np.testing.assert_allclose(net_gpu.params, net_cpu.params, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(net_gpu.bn_state, net_cpu.bn_state, rtol=1e-10, atol=1e-12)
+    assert not np.array_equal(net_gpu.bn_state, ns.MLP([4, 5, 5, 2], **kw).bn_state)
+
+
+def test_mlp_training_with_dropout_is_seeded():
+    # the device draws its own masks, so only reproducibility can be compared
+    task = toy_task(3, 2, n=4)
+    runs = []
+    for seed in (7, 7, 8):
+        net = ns.MLP([3, 6, 2], dropout=0.5, seed=0, device="cuda")
+        h = ns.train(net, task, lr=0.1, epochs=1, batch_size=4, seed=seed)
+        assert np.all(np.isfinite(h.step_loss)) and np.all(np.isfinite(net.params))
+        runs.append(net.params.copy())
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
+
+
+def test_cuda_trainer_checks_its_arguments_before_any_transfer():
+    from neurosim._cuda_models import CudaMLPTrainer
+
+    net = ns.MLP([3, 4, 2], device="cuda")
+    assert repr(net).endswith("device='cuda')")
+    X, Y = np.ones((5, 3)), np.ones((5, 2))
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        CudaMLPTrainer(net, X, Y, lr=0.0)
+    with pytest.raises(ValueError, match="Y has 3 columns"):
+        CudaMLPTrainer(net, X, np.ones((5, 3)))
+    with pytest.raises(ValueError, match="threads"):
+        ns.train(net, (X, Y), threads=0)
+    with pytest.raises(TypeError, match="net must be a neurosim MLP"):
+        CudaMLPTrainer("net", X, Y)
+
+
 @pytest.mark.parametrize("options", [dict(residual=True, batchnorm=True, activation="prelu"),
                                      dict(dropout=0.4)])
-@pytest.mark.xfail(raises=NotImplementedError, strict=True,
-                   reason="MLP device='cuda' is not wired into ns.MLP yet (issue 5 open)")
 def test_mlp_forward_and_gradients_match_cpu(options):
     kw = dict(seed=2, **options)
     net_cpu = ns.MLP([4, 4, 4, 2], **kw)

@@ -7,8 +7,11 @@ check compiles each kernel to PTX with numba's real CUDA compiler (NVVM) and sca
 It needs NVVM (``pip install "numba-cuda[cu12]"`` or ``[cu13]``) but no GPU:
 
     python tests/test_cuda_ptx.py          # compile everything, print a table
+    python tests/test_cuda_ptx.py gemm float32]   # only names containing both strings
 
-Under pytest it runs with ``--gpu`` (in a subprocess, since pytest's process uses the simulator).
+Under pytest the whole table runs with ``--gpu`` (in a subprocess, since pytest's process uses
+the simulator); the activation kernels, which call the CPU scalar functions, compile in every run
+where NVVM is installed.
 """
 
 import json
@@ -38,8 +41,9 @@ def _kernel_table():
     return table
 
 
-def compile_all(only=None):
-    """Compile every kernel to PTX; return {name: {"seconds", "f64_lines"}}."""
+def compile_all(only=()):
+    """Compile every kernel (whose name contains every string in ``only``) to PTX; return
+    {name: {"seconds", "f64_lines"}}."""
     from types import SimpleNamespace
 
     from numba import cuda
@@ -49,7 +53,7 @@ def compile_all(only=None):
         dispatcher.get_current_device = lambda: SimpleNamespace(compute_capability=(9, 0))
     results = {}
     for name, func, args, is_float32 in _kernel_table():
-        if only and only not in name:
+        if any(part not in name for part in only):
             continue
         start = time.perf_counter()
         ptx, _ = cuda.compile_ptx(func, args, cc=(9, 0))
@@ -60,17 +64,31 @@ def compile_all(only=None):
     return results
 
 
-@pytest.mark.gpu
-def test_kernels_compile_to_ptx_and_float32_stays_float32():
+def _compile_in_subprocess(*args):
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, __file__, "--json"], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=1200)
+    proc = subprocess.run([sys.executable, __file__, "--json", *args], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=1200)
+    if "NVVM not found" in proc.stderr:
+        pytest.skip(proc.stderr.strip())
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     assert results, "no kernel was compiled"
     promoted = {name: r["f64_lines"] for name, r in results.items() if r["f64_lines"]}
     assert not promoted, f"float32 kernels with float64 instructions: {promoted}"
+    return results
+
+
+@pytest.mark.gpu
+def test_kernels_compile_to_ptx_and_float32_stays_float32():
+    _compile_in_subprocess()
+
+
+def test_cpu_activation_functions_compile_as_device_functions():
+    # kernels/cuda/activations.py reuses the CPU @njit phi/dphi/d2phi as device functions: a
+    # NumPy ufunc or a float64 literal slipped into the CPU module must fail here, without a GPU
+    results = _compile_in_subprocess("activations.apply_", "[float32]")
+    assert len(results) == 3  # apply_phi, apply_dphi, apply_d2phi
 
 
 if __name__ == "__main__":
@@ -80,7 +98,7 @@ if __name__ == "__main__":
     if not nvvm.is_available():
         sys.exit('NVVM not found: pip install "numba-cuda[cu12]" (or [cu13]) to compile PTX')
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    res = compile_all(args[0] if args else None)
+    res = compile_all(args)
     if "--json" in sys.argv:
         print(json.dumps(res))
     else:

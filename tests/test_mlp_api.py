@@ -172,7 +172,9 @@ def test_float32_stays_float32_and_matches_float64(xy, options):
     ({"seed": -1}, ValueError, "seed must be >= 0"),
     ({"activation_params": {"slope": 0.1}}, ValueError, "no parameter 'slope'"),
     ({"device": "tpu"}, ValueError, "unknown device 'tpu'"),
-    ({"device": "cuda"}, NotImplementedError, "CUDA backend of MLP is not wired"),
+    # device="cuda" builds under the simulator (tests/test_cuda_models.py); its arguments are
+    # still checked first, and the no-GPU error is tested in tests/test_cuda_device.py
+    ({"device": "cuda", "dropout": 1.0}, ValueError, r"dropout must lie in \[0.0, 1.0\)"),
 ])
 def test_bad_constructor_arguments(kwargs, error, match):
     kwargs = {"sizes": [4, 5, 3], **kwargs}

@@ -3,6 +3,10 @@
 Every function keeps the floating type of its input (float32 stays float32). Parameters ``p0, p1,
 p2`` are passed as scalars of the same type as ``x``; their meaning per activation is listed in
 :mod:`neurosim.activations`, which owns the names, codes and defaults.
+
+The scalar functions are also the CUDA device functions (:mod:`neurosim.kernels.cuda.activations`
+calls them from its kernels), so they use only what both numba targets compile: ``math``
+functions (not NumPy ufuncs, which numba's CUDA target lacks for exp/expm1) and :func:`like`.
 """
 
 import math
@@ -32,8 +36,8 @@ N_ACTIVATIONS = 13
 def _sigmoid(x):
     one = like(x, 1.0)
     if x >= 0:
-        return one / (one + np.exp(-x))
-    e = np.exp(x)
+        return one / (one + math.exp(-x))
+    e = math.exp(x)
     return e / (one + e)
 
 
@@ -53,7 +57,7 @@ def phi(code, x, p0, p1, p2):
     zero = like(x, 0.0)
     one = like(x, 1.0)
     if code == TANH:
-        return np.tanh(x)
+        return math.tanh(x)
     if code == LINEAR:
         return x
     if code == SIGMOID:
@@ -63,7 +67,7 @@ def phi(code, x, p0, p1, p2):
     if code == LEAKY_RELU or code == PRELU:
         return x if x > zero else p0 * x
     if code == ELU:
-        return x if x > zero else p0 * np.expm1(x)
+        return x if x > zero else p0 * math.expm1(x)
     if code == SOFTSIGN:
         return x / (one + abs(x))
     if code == HARD_TANH:
@@ -107,7 +111,7 @@ def dphi(code, x, a, p0, p1, p2):
     if code == HARD_TANH:
         return one if abs(x) < one else zero
     if code == ERF:
-        return like(x, 1.1283791670955126) * np.exp(-x * x)
+        return like(x, 1.1283791670955126) * math.exp(-x * x)
     if code == LOGISTIC:
         return p1 * a * (one - a / p0)
     if code == SATURATING_LINEAR:
@@ -143,7 +147,7 @@ def d2phi(code, x, a, p0, p1, p2):
         s = one if x > zero else (-one if x < zero else zero)
         return -two * s / (d * d * d)
     if code == ERF:
-        return -two * x * like(x, 1.1283791670955126) * np.exp(-x * x)
+        return -two * x * like(x, 1.1283791670955126) * math.exp(-x * x)
     if code == LOGISTIC:
         y = a / p0
         return p0 * p1 * p1 * y * (one - y) * (one - two * y)

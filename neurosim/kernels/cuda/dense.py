@@ -40,6 +40,7 @@ from ..dense import (
     SLOPE_OFF,
     UNIT_OFF,
     W_OFF,
+    has_separate_outputs,
 )
 from ..scalar import like
 from ._launch import (
@@ -487,12 +488,6 @@ def weight(params, layout, l):
 def vector(buf, start, n):
     start = int(start)
     return buf[start:start + int(n)]
-
-
-def has_separate_outputs(layout):
-    """True when some layer has a skip or dropout, so that ``A`` must differ from ``U``."""
-    layout = np.asarray(layout)
-    return bool(np.any(layout[:, SKIP] == 1) or np.any(layout[:, DROPOUT] == 1))
 
 
 def _check_layout(layout, act_params):

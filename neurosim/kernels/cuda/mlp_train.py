@@ -1,13 +1,17 @@
 """CUDA twins of :mod:`neurosim.kernels.mlp_train`: the minibatch loop and batched evaluation.
 
-:func:`train_epoch` takes the CPU twin's arguments, with the parameters, optimizer state, data,
-workspaces and record buffers on the device (``layout``, ``act_params``, ``hyper``, ``order`` and
-``rec_steps`` stay on the host). A step launches its kernels without waiting for the device: the
-loss, the clipping factor and the divergence decision are made on the device
-(:mod:`neurosim.kernels.cuda.optim`), and the host reads the outcome once, at the end of the
-epoch. After a divergent step the remaining updates of the epoch are no-ops and their records are
-dropped, so the result is the CPU loop's: records up to and including the step that diverged,
-parameters at their last finite values.
+:func:`train_epoch` takes the CPU twin's arguments in the same order, less the CPU's threading
+ones (``tid``, ``n_threads``, ``sync``, ``shared``: one launch sequence computes the whole batch,
+so there are no shards), with one device generator ``rng`` in place of the per-shard ``rng0``,
+``rng1``, batch buffers and workspaces for one batch (no shard axis), and the parameters,
+optimizer state, data, workspaces and record buffers on the device (``layout``, ``act_params``,
+``hyper``, ``order`` and ``rec_steps`` stay on the host).
+
+A step launches its kernels without waiting for the device: the loss, the clipping factor and
+the divergence decision are made on the device (:mod:`neurosim.kernels.cuda.optim`), and the
+host reads the outcome once, at the end of the epoch. After a divergent step the remaining
+updates of the epoch are no-ops and their records are dropped, so the result is the CPU loop's:
+records up to and including the step that diverged, parameters at their last finite values.
 
 The record buffers (``rec_loss``, ``rec_grad``, ``rec_delta``) are in the network's float type.
 """
@@ -170,8 +174,9 @@ def train_epoch(layout, act_params, params, grad, X, Y, order, batch_size, loss_
 
     Returns
     -------
-    steps, n_rec, diverged
-        As the CPU twin (read from the device once, at the end).
+    steps, n_rec, status
+        As the CPU twin (read from the device once, at the end): ``status`` is 0 when the epoch
+        ran to its end, 1 when it stopped at a step that diverged.
     """
     layout = np.asarray(layout)
     n = X.shape[0]
@@ -233,8 +238,8 @@ def train_epoch(layout, act_params, params, grad, X, Y, order, batch_size, loss_
     if status[STOP]:
         stop = int(status[STOP_STEP])
         kept = sum(1 for s in record_rows if s <= stop)
-        return stop - step0, kept, True
-    return n_steps, rec - rec0, False
+        return stop - step0, kept, 1
+    return n_steps, rec - rec0, 0
 
 
 @cuda.jit
