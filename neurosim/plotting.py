@@ -182,7 +182,8 @@ def plot_ann_vs_bio(ann, bio, *, theory: bool = True,
     return fig
 
 
-def plot_phase_diagram(phase, trainability=None, *, quantity: str = "chi1") -> Figure:
+def plot_phase_diagram(phase, trainability=None, *, quantity: str = "chi1",
+                       depth_levels=(10, 30, 100)) -> Figure:
     """Order-chaos phase diagram, and trainability beside ``6 xi_c``.
 
     Parameters
@@ -195,6 +196,10 @@ def plot_phase_diagram(phase, trainability=None, *, quantity: str = "chi1") -> F
         ``sigma_w^2``.
     quantity : {"chi1", "xi_c"}
         Colour of the phase panel: ``chi_1`` on a log scale centred at 1, or ``xi_c``.
+    depth_levels : sequence of float
+        Depths ``L`` whose contours ``6 xi_c = L`` are drawn on the phase panel: the
+        mean-field edge of trainability of an ``L``-layer network (it trains between the two
+        branches of its contour, around the critical line). Empty for none.
 
     Returns
     -------
@@ -223,6 +228,7 @@ def plot_phase_diagram(phase, trainability=None, *, quantity: str = "chi1") -> F
     crit = np.asarray(phase.critical_sigma_w2, dtype=np.float64)
     ok = np.isfinite(crit) & (crit >= x.min()) & (crit <= x.max())
     ax.plot(crit[ok], y[ok], color="black", lw=2, label=r"critical line $\chi_1 = 1$")
+    _depth_contours(ax, x, y, np.asarray(phase.xi_c, dtype=np.float64), depth_levels)
     ax.set_xlabel(r"weight variance $\sigma_w^2$")
     ax.set_ylabel(r"bias variance $\sigma_b^2$")
     ax.set_title(f"{phase.activation}: order-chaos phase diagram")
@@ -230,6 +236,26 @@ def plot_phase_diagram(phase, trainability=None, *, quantity: str = "chi1") -> F
     if trainability is not None:
         _trainability_panel(axes[0, 1], fig, trainability)
     return fig
+
+
+def _depth_contours(ax, x, y, xi_c, depth_levels):
+    """Contours ``6 xi_c = L`` for each depth L, labelled inline."""
+    levels = sorted(float(v) for v in depth_levels)
+    six = 6.0 * np.where(np.isinf(xi_c), np.finfo(np.float64).max, xi_c)
+    if not levels or x.size < 2 or y.size < 2 or not np.any(np.isfinite(six)):
+        return
+    lo, hi = float(np.nanmin(six)), float(np.nanmax(six))
+    levels = [v for v in levels if lo < v < hi]
+    if not levels:
+        return
+    cs = ax.contour(x, y, six, levels=levels, colors="white", linewidths=1.2,
+                    linestyles="--")
+    for line in (getattr(cs, "collections", None) or [cs]):
+        line.set_path_effects([patheffects.withStroke(linewidth=2.6, foreground="black")])
+    ax.clabel(cs, fmt=lambda v: f"L = {v:g}", fontsize=7)
+    ax.plot([], [], color="white", ls="--", lw=1.2,
+            path_effects=[patheffects.withStroke(linewidth=2.6, foreground="black")],
+            label=r"$6\,\xi_c = L$ (trainable depth)")
 
 
 def _trainability_panel(ax, fig, tr):

@@ -71,6 +71,13 @@ def test_mlp_norms_match_a_numpy_reference(data, batch):
     sq = np.array([np.mean(np.sum(d**2, axis=1)) for d in deltas])
     np.testing.assert_allclose(p.delta_sq_ratios, sq[:-1] / sq[1:], rtol=1e-12)
     assert p.layers.tolist() == [1, 2, 3] and p.source == "MLP" and p.rule == "backprop"
+    # theory from the measured scales sigma_w^2 = fan_in mean(W^2), sigma_b^2 = mean(b^2)
+    sw = np.array([math.sqrt(w.shape[0] * np.mean(w**2)) for w in net.weights])
+    sb = np.array([math.sqrt(np.mean(b**2)) for b in net.biases])
+    st = mf.network_statistics(["tanh", "tanh", "linear"], sw, sb, np.mean(X**2))
+    np.testing.assert_allclose(p.theory_sq_ratios, sw[1:] ** 2 * st.dphi_sq[:-1], rtol=1e-12)
+    dphi2 = [np.mean((1 - np.tanh(h) ** 2) ** 2) for h in net.layer_outputs(X)[0][:-1]]
+    np.testing.assert_allclose(p.local_sq_ratios, sw[1:] ** 2 * dphi2, rtol=1e-12)
 
 
 def test_gradient_norms_against_central_finite_differences(data):

@@ -318,3 +318,80 @@ def test_bad_inputs_name_the_parameter():
         mf.effective_sigma_w(1.0, 2.0, mode="wrap")
     with pytest.raises(ValueError, match="sigma_w2"):
         mf.phase_diagram("tanh", [0.0, 1.0], [0.1])
+
+
+
+# ------------------------------------------------------------------ every activation, by SciPy
+KINKS = {"relu": [0.0], "leaky_relu": [0.0], "prelu": [0.0], "elu": [0.0], "softsign": [0.0],
+         "hard_tanh": [-1.0, 1.0], "saturating_linear": [0.0, 1.0], "naka_rushton": [0.0]}
+
+
+def _pdf(z):
+    return math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+
+
+def _pieces(lo, hi, kinks):
+    pts = sorted({lo, hi, *(k for k in kinks if lo < k < hi)})
+    return list(zip(pts[:-1], pts[1:], strict=False))
+
+
+def _scipy_expectation(f, q, kinks):
+    """E[f(x)], x ~ N(0, q), by QUADPACK in z = x / sqrt(q), split at the kinks of f."""
+    s = math.sqrt(q)
+    return sum(integrate.quad(lambda z: f(s * z) * _pdf(z), a, b, epsabs=0, epsrel=1e-13,
+                              limit=200)[0]
+               for a, b in _pieces(-12.0, 12.0, [k / s for k in kinks]))
+
+
+def _scalar(fn):
+    return lambda x: float(fn(np.array([x]))[0])
+
+
+@pytest.mark.parametrize("name", activations.names())
+def test_q_star_and_chi1_of_every_activation_against_scipy(name):
+    """q* as the root of the length map and chi_1 there, both from QUADPACK integrals (an
+    integrator independent of the Gauss-Kronrod kernels), to 1e-8 relative."""
+    from scipy.optimize import brentq
+
+    act = activations.get(name)
+    kinks = KINKS.get(name, [])
+    phi, dphi = _scalar(act.value), _scalar(act.derivative)
+    sw, sb = 0.9, 0.4  # sigma_w^2 < 1: q* is finite for every registered activation
+
+    def excess(q):
+        return sw**2 * _scipy_expectation(lambda x: phi(x) ** 2, q, kinks) + sb**2 - q
+
+    q_ref = brentq(excess, sb**2, 10.0, xtol=1e-15, rtol=1e-14)  # excess(sb^2) > 0 > excess(10)
+    chi_ref = sw**2 * _scipy_expectation(lambda x: dphi(x) ** 2, q_ref, kinks)
+    p = mf.summary(name, sw, sb)
+    assert rel(p.q_star, q_ref) < 1e-8
+    assert rel(p.chi1, chi_ref) < 1e-8
+
+
+@pytest.mark.parametrize("act", [activations.get("logistic", r_max=1.0, gain=4.0,
+                                                 threshold=0.5),
+                                 activations.get("saturating_linear", r_max=1.0, gain=1.5,
+                                                 threshold=0.2),
+                                 activations.get("naka_rushton")], ids=lambda a: a.name)
+def test_pair_expectations_of_the_bounded_rate_activations_against_scipy(act):
+    """The correlation-map and chi_c integrands of the rate activations (non-negative, bounded,
+    kinked or steep) against nested QUADPACK integrals over (z1, z2), to 1e-8 relative."""
+    q, c = 1.5, 0.6
+    s, sc = math.sqrt(q), math.sqrt(1 - c * c)
+    kinks = {"logistic": [], "saturating_linear": [0.2, 0.2 + 1 / 1.5],
+             "naka_rushton": [0.0]}[act.name]
+
+    def pair(f):
+        def outer(z1):
+            inner = sum(integrate.quad(lambda z2: f(s * (c * z1 + sc * z2)) * _pdf(z2), a, b,
+                                       epsabs=1e-15, epsrel=1e-11)[0]
+                        for a, b in _pieces(-10.0, 10.0,
+                                            [(k / s - c * z1) / sc for k in kinks]))
+            return f(s * z1) * inner * _pdf(z1)
+
+        return sum(integrate.quad(outer, a, b, epsabs=1e-14, epsrel=1e-10, limit=200)[0]
+                   for a, b in _pieces(-10.0, 10.0, [k / s for k in kinks]))
+
+    phi, dphi = _scalar(act.value), _scalar(act.derivative)
+    assert rel(mf.pair_expectation(act, q, q, c), pair(phi)) < 1e-8
+    assert rel(mf.pair_expectation(act, q, q, c, derivative=True), pair(dphi)) < 1e-8

@@ -127,3 +127,25 @@ def test_lyapunov_against_gain(tmp_path):
     assert "N = 300" in fig.axes[0].get_legend().get_texts()[-1].get_text()
     with pytest.raises(ValueError, match="gains"):
         plotting.plot_lyapunov()
+
+
+def test_phase_diagram_draws_six_xi_c_depth_contours_where_they_belong(tmp_path):
+    """With chi_c = sigma_w^2 / 1.7 the contour 6 xi_c = L sits at sigma_w^2 = 1.7 e^(+-6/L)."""
+    sw2 = np.linspace(0.5, 4.0, 140)  # 1.7 itself is not on the grid
+    sb2 = np.array([0.0, 0.1, 0.2])
+    chi = np.outer(np.ones(3), sw2 / 1.7)
+    xi = np.abs(-1 / np.log(chi))
+    phase = PhaseDiagram("tanh", sw2, sb2, np.ones((3, 140)), chi, np.ones((3, 140)), chi, xi,
+                         np.ones((3, 140)), np.full(3, 1.7))
+    fig = plotting.plot_phase_diagram(phase, depth_levels=(30, 5000))
+    check_png(fig, tmp_path, "phase_contours")
+    ax = fig.axes[0]
+    (cs,) = [c for c in ax.collections if hasattr(c, "allsegs")]
+    assert list(cs.levels) == [30]  # 5000 lies beyond the grid's largest 6 xi_c
+    xs = np.concatenate([seg[:, 0] for seg in cs.allsegs[0]])
+    for branch in (1.7 * np.exp(-6 / 30), 1.7 * np.exp(6 / 30)):
+        near = xs[np.abs(xs - branch) < 0.1]
+        assert near.size and np.max(np.abs(near - branch)) < 0.01
+    assert any("xi_c = L" in t.get_text() for t in ax.get_legend().get_texts())
+    none = plotting.plot_phase_diagram(phase, depth_levels=())
+    assert not [c for c in none.axes[0].collections if hasattr(c, "allsegs")]

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validation import check_data, check_int
+from .._validation import check_int
 from . import meanfield as _mf
-from .propagation import _layered, _pre, _q0
+from .propagation import _feedforward, _pre, _q0
 
 BAND = (0.5, 2.0)
 
@@ -119,13 +119,7 @@ def jacobian_spectrum(model, X, *, theory=True, chunk=None) -> JacobianSpectrum:
     -------
     JacobianSpectrum
     """
-    layered = _layered(model)
-    if getattr(model, "batchnorm", False):
-        raise ValueError("jacobian_spectrum does not support batch-normalised MLPs")
-    if layered.kind == "RateNetwork" and model.feedback is not None:
-        raise ValueError("jacobian_spectrum needs a layered feedforward RateNetwork "
-                         "(feedback=None)")
-    X = check_data("X", X, n_features=model.sizes[0], dtype=np.float64)
+    layered, X = _feedforward(model, X, "jacobian_spectrum")
     n0, nL = model.sizes[0], model.sizes[-1]
     per_input = 8 * max(n0, nL) * max(model.sizes) * 3
     chunk = max(1, (64 << 20) // per_input) if chunk is None else check_int("chunk", chunk, 1)

@@ -207,6 +207,17 @@ def _layered(model) -> _Layered:
     raise TypeError(f"expected a neurosim MLP or RateNetwork, got {type(model).__name__}")
 
 
+def _feedforward(model, X, caller: str) -> tuple[_Layered, np.ndarray]:
+    """The layered view of a feedforward model (no batch norm, no feedback) and ``X`` checked
+    against it as float64; ``caller`` names the function in error messages."""
+    layered = _layered(model)
+    if getattr(model, "batchnorm", False):
+        raise ValueError(f"{caller} does not support batch-normalised MLPs")
+    if layered.kind == "RateNetwork" and model.feedback is not None:
+        raise ValueError(f"{caller} needs a layered feedforward RateNetwork (feedback=None)")
+    return layered, check_data("X", X, n_features=model.sizes[0], dtype=np.float64)
+
+
 def _q0(X: np.ndarray) -> float:
     return float(np.mean(np.sum(np.asarray(X, dtype=np.float64) ** 2, axis=1)) / X.shape[1])
 
@@ -372,7 +383,7 @@ def _nan(n: int) -> np.ndarray:
 
 
 def _mlp_measure(net, X, Y, loss, training):
-    """Loss and a (5, L) table (see :func:`neurosim.kernels.propagation.backward_norms`):
+    """Loss and a (7, L) table (see :func:`neurosim.kernels.propagation.backward_norms`):
     compiled forward and norm-only backward; batch-normalised networks go through
     :meth:`MLP.gradients` (their ``phi'`` statistics are left NaN)."""
     from .. import losses as _losses
@@ -386,13 +397,14 @@ def _mlp_measure(net, X, Y, loss, training):
     Y = check_data("Y", Y, n_features=net.sizes[-1], dtype=net.dtype)
     check_same_batch("X", X, "Y", Y)
     nb = X.shape[0]
-    table = np.zeros((5, net.n_layers))
+    table = np.zeros((7, net.n_layers))
     if net.batchnorm:
         value, g = net.gradients(X, Y, loss=loss, training=bool(training))
         for l in range(net.n_layers):
             rows = np.einsum("ij,ij->i", g.deltas[l], g.deltas[l], dtype=np.float64)
             table[:, l] = (_sumsq(g.weights[l]), _sumsq(g.biases[l]),
-                           float(np.mean(np.sqrt(rows))), float(np.mean(rows)), np.nan)
+                           float(np.mean(np.sqrt(rows))), float(np.mean(rows)), np.nan,
+                           _sumsq(net.weights[l]), _sumsq(net.biases[l]))
         return float(value), table, X
     use_masks = bool(training) and net.dropout > 0
     H, U, A, XH, ST, MK = net._workspace(nb, use_masks)
@@ -421,7 +433,9 @@ def _sumsq(a) -> float:
     return float(np.dot(flat.astype(np.float64), flat.astype(np.float64)))
 
 
-def _profile_mlp(net, X, Y, rule, loss, training, theory):
+def _profile_mlp(net, X, Y, rule, loss, training, theory, sigmas=None):
+    """``sigmas``: the per-layer ``(sigma_w, sigma_b)`` of :meth:`_Layered.sigmas` when the
+    caller already knows them."""
     if rule not in (None, "backprop"):
         raise ValueError(f"an MLP's signal is backprop's; rule must be None or 'backprop', got "
                          f"{rule!r} (learning rules train a RateNetwork)")
@@ -430,7 +444,9 @@ def _profile_mlp(net, X, Y, rule, loss, training, theory):
     grad = np.sqrt(table[0])
     delta, delta_sq = table[2], table[3]
     layered = _layered(net)
-    sigmas = layered.sigmas()
+    if sigmas is None:  # as _Layered.sigmas, from the norms the backward pass took
+        sigmas = (np.sqrt(table[5] / np.asarray(net.sizes[1:], dtype=np.float64)),
+                  np.sqrt(table[6] / np.asarray(net.sizes[1:], dtype=np.float64)))
     local = sigmas[0][1:] ** 2 * table[4, :-1]
     th, th_grad = _nan(L - 1), _nan(L - 1)
     if theory and layered.theory_ok:
@@ -688,11 +704,14 @@ def propagation_sweep(sizes, sigma_w, seeds, X, Y, *, loss="mse", theory=True,
             net = MLP(sizes, sigma_w=1.0, seed=seed, **mlp_params)
             base = [w.copy() for w in net.weights]
             views = net.weights
+            # The measured scales of the rescaled network are those of the base times s.
+            base_sw, base_sb = _layered(net).sigmas()
             row = []
             for s in sw:
                 for view, w in zip(views, base, strict=True):
                     np.multiply(w, net.dtype.type(s), out=view)
-                row.append(propagation_profile(net, X, Y, loss=loss, theory=theory))
+                row.append(_profile_mlp(net, X, Y, None, loss, True, bool(theory),
+                                        sigmas=(base_sw * s, base_sb)))
                 if bar is not None:
                     bar.update(1)
             rows.append(row)
@@ -793,13 +812,7 @@ def perturbation_profile(model, X, eps=None, seed=0, theory=True) -> Perturbatio
     -------
     PerturbationProfile
     """
-    layered = _layered(model)
-    if getattr(model, "batchnorm", False):
-        raise ValueError("perturbation_profile does not support batch-normalised MLPs")
-    if layered.kind == "RateNetwork" and model.feedback is not None:
-        raise ValueError("perturbation_profile needs a layered feedforward RateNetwork "
-                         "(feedback=None)")
-    X = check_data("X", X, n_features=model.sizes[0], dtype=np.float64)
+    layered, X = _feedforward(model, X, "perturbation_profile")
     seed = check_int("seed", seed, minimum=0)
     if eps is not None:
         eps = check_positive("eps", eps)

@@ -58,15 +58,22 @@ def _deriv(code, p0, p1, p2, J, I, S, trials, k, form, Z, G, out):
 
 
 @njit(cache=True, error_model="numpy")
+def _shifted(S, a, K, out):
+    """``out = S + a K`` (the state of a Runge-Kutta stage)."""
+    n, m = S.shape
+    for i in range(n):
+        for j in range(m):
+            out[i, j] = S[i, j] + a * K[i, j]
+
+
+@njit(cache=True, error_model="numpy")
 def benettin(code, params, J, I, S, trials, k, form, h, n_steps, renorm_every, logs):
     """Integrate states and tangent vectors; record the growth at every re-orthonormalisation.
 
     Parameters
     ----------
-    code : int
-        Activation code.
-    params : ndarray, shape (3,)
-        Activation parameters.
+    code, params : int, ndarray of shape (3,)
+        Activation code and parameters (:mod:`neurosim.kernels.activations`).
     J : ndarray, shape (n, n)
         Couplings, ``J[i, j]`` from neuron j onto neuron i.
     I : ndarray, shape (n, trials)
@@ -97,17 +104,11 @@ def benettin(code, params, J, I, S, trials, k, form, h, n_steps, renorm_every, l
     record = 0
     for step in range(1, n_steps + 1):
         _deriv(code, p0, p1, p2, J, I, S, trials, k, form, Z, G, k1)
-        for i in range(n):
-            for j in range(m):
-                tmp[i, j] = S[i, j] + half * k1[i, j]
+        _shifted(S, half, k1, tmp)
         _deriv(code, p0, p1, p2, J, I, tmp, trials, k, form, Z, G, k2)
-        for i in range(n):
-            for j in range(m):
-                tmp[i, j] = S[i, j] + half * k2[i, j]
+        _shifted(S, half, k2, tmp)
         _deriv(code, p0, p1, p2, J, I, tmp, trials, k, form, Z, G, k3)
-        for i in range(n):
-            for j in range(m):
-                tmp[i, j] = S[i, j] + h * k3[i, j]
+        _shifted(S, h, k3, tmp)
         _deriv(code, p0, p1, p2, J, I, tmp, trials, k, form, Z, G, k4)
         for i in range(n):
             for j in range(m):

@@ -58,10 +58,55 @@ def integrand(code, p0, p1, p2, x, na, nb, nc, nd):
 
 
 @njit(cache=True, inline="always")
-def _accept(ik, ig, ak, tol, depth, top, budget):
-    diff = abs(ik - ig)
-    return (diff <= tol or diff <= ROUNDOFF * ak or depth >= MAX_DEPTH or top + 2 > STACK
-            or budget <= 0)
+def _put(stack, i, lo, hi, panel, depth):
+    """Stores a panel in row i of the refinement stack: its edges, its (Kronrod, Gauss,
+    Kronrod of |.|) values and its bisection depth."""
+    stack[i, 0] = lo
+    stack[i, 1] = hi
+    stack[i, 2] = panel[0]
+    stack[i, 3] = panel[1]
+    stack[i, 4] = panel[2]
+    stack[i, 5] = depth
+
+
+@njit(cache=True)
+def _start(stack, n0, rtol):
+    """State of the refinement once the ``n0`` initial panels are on the stack: the absolute
+    error allowed per unit of z (``rtol`` times the integral of |integrand| spread over the
+    integration range), the stack top, the running total and the panel budget."""
+    scale = 0.0
+    for k in range(n0):
+        scale += stack[k, 4]
+    return rtol * scale / (2.0 * Z_MAX), n0, 0.0, MAX_PANELS
+
+
+@njit(cache=True)
+def _next_split(stack, top, total, tol, budget):
+    """Pops panels off the stack, adding each accepted one's Kronrod value to ``total``, until
+    one needs bisection.
+
+    A panel is accepted when its Kronrod and Gauss values differ by less than ``tol`` per unit
+    width, or by rounding noise (ROUNDOFF of its |integral|), or when the depth, stack or panel
+    budget is spent.
+
+    Returns
+    -------
+    top, total, budget, lo, mid, hi, depth
+        The panel ``[lo, hi]`` to bisect at ``mid`` (its halves go to rows ``top`` and
+        ``top + 1``); ``top = -1`` once the stack is empty, ``total`` then being the integral.
+    """
+    while top > 0:
+        top -= 1
+        lo = stack[top, 0]
+        hi = stack[top, 1]
+        depth = stack[top, 5]
+        diff = abs(stack[top, 2] - stack[top, 3])
+        if (diff <= tol * (hi - lo) or diff <= ROUNDOFF * stack[top, 4] or depth >= MAX_DEPTH
+                or top + 2 > STACK or budget <= 0):
+            total += stack[top, 2]
+            continue
+        return top, total, budget - 2, lo, 0.5 * (lo + hi), hi, depth + 1.0
+    return -1, total, budget, 0.0, 0.0, 0.0, 0.0
 
 
 @njit(cache=True)
@@ -98,25 +143,34 @@ def _initial_edges(centres, widths):
     return np.array(edges)
 
 
+@njit(cache=True, inline="always")
+def _rule(vals, h, wk, wg):
+    """Kronrod value, embedded Gauss value and Kronrod integral of |.| of a panel of half-width
+    ``h`` from the integrand's values at the Kronrod nodes (the Gauss nodes at odd positions)."""
+    ik = 0.0
+    ig = 0.0
+    ak = 0.0
+    for k in range(vals.shape[0]):
+        v = vals[k]
+        ik += wk[k] * v
+        ak += wk[k] * abs(v)
+        if k % 2 == 1:
+            ig += wg[k // 2] * v
+    return h * ik, h * ig, h * ak
+
+
 @njit(cache=True)
-def _panel1(code, p0, p1, p2, na, nb, nc, nd, m, s, lo, hi, xk, wk, wg):
+def _panel1(code, p0, p1, p2, na, nb, nc, nd, m, s, lo, hi, xk, wk, wg, vals):
     """Integral of the 1-D integrand times the standard normal density over one z panel.
 
     Returns the Kronrod value, the embedded Gauss value and the Kronrod integral of |integrand|.
     """
     c = 0.5 * (lo + hi)
     h = 0.5 * (hi - lo)
-    ik = 0.0
-    ig = 0.0
-    ak = 0.0
     for k in range(xk.shape[0]):
         z = c + h * xk[k]
-        v = integrand(code, p0, p1, p2, m + s * z, na, nb, nc, nd) * _gauss(z)
-        ik += wk[k] * v
-        ak += wk[k] * abs(v)
-        if k % 2 == 1:
-            ig += wg[k // 2] * v
-    return h * ik, h * ig, h * ak
+        vals[k] = integrand(code, p0, p1, p2, m + s * z, na, nb, nc, nd) * _gauss(z)
+    return _rule(vals, h, wk, wg)
 
 
 @njit(cache=True)
@@ -149,68 +203,38 @@ def expect1(code, params, na, nb, nc, nd, m, s, features, rtol, xk, wk, wg):
         return 0.5 * (integrand(code, p0, p1, p2, m + d, na, nb, nc, nd)
                       + integrand(code, p0, p1, p2, m - d, na, nb, nc, nd))
     edges = _initial_edges((features[:, 0] - m) / s, features[:, 1] / s)
+    stack = np.empty((STACK, 6))
+    vals = np.empty(xk.shape[0])
     n0 = edges.shape[0] - 1
-    lo_s = np.empty(STACK)
-    hi_s = np.empty(STACK)
-    ik_s = np.empty(STACK)
-    ig_s = np.empty(STACK)
-    ak_s = np.empty(STACK)
-    dep_s = np.empty(STACK, dtype=np.int64)
-    scale = 0.0
     for k in range(n0):
-        ik, ig, ak = _panel1(code, p0, p1, p2, na, nb, nc, nd, m, s, edges[k], edges[k + 1],
-                               xk, wk, wg)
-        lo_s[k] = edges[k]
-        hi_s[k] = edges[k + 1]
-        ik_s[k] = ik
-        ig_s[k] = ig
-        ak_s[k] = ak
-        dep_s[k] = 0
-        scale += ak
-    tol = rtol * scale / (2.0 * Z_MAX)
-    top = n0
-    total = 0.0
-    budget = MAX_PANELS
-    while top > 0:
-        top -= 1
-        lo, hi, ik, dep = lo_s[top], hi_s[top], ik_s[top], dep_s[top]
-        if _accept(ik, ig_s[top], ak_s[top], tol * (hi - lo), dep, top, budget):
-            total += ik
-            continue
-        budget -= 2
-        mid = 0.5 * (lo + hi)
-        for lo2, hi2 in ((lo, mid), (mid, hi)):
-            jk, jg, bk = _panel1(code, p0, p1, p2, na, nb, nc, nd, m, s, lo2, hi2,
-                                   xk, wk, wg)
-            lo_s[top] = lo2
-            hi_s[top] = hi2
-            ik_s[top] = jk
-            ig_s[top] = jg
-            ak_s[top] = bk
-            dep_s[top] = dep + 1
-            top += 1
-    return total
+        _put(stack, k, edges[k], edges[k + 1],
+             _panel1(code, p0, p1, p2, na, nb, nc, nd, m, s, edges[k], edges[k + 1], xk, wk, wg,
+                     vals), 0.0)
+    tol, top, total, budget = _start(stack, n0, rtol)
+    while True:
+        top, total, budget, lo, mid, hi, depth = _next_split(stack, top, total, tol, budget)
+        if top < 0:
+            return total
+        _put(stack, top, lo, mid,
+             _panel1(code, p0, p1, p2, na, nb, nc, nd, m, s, lo, mid, xk, wk, wg, vals), depth)
+        _put(stack, top + 1, mid, hi,
+             _panel1(code, p0, p1, p2, na, nb, nc, nd, m, s, mid, hi, xk, wk, wg, vals), depth)
+        top += 2
 
 
 @njit(cache=True)
-def _panel2(code, params, fa, fb, ga, gb, sq1, sq2, c, sc, lo, hi, features, rtol, xk, wk, wg):
+def _panel2(code, params, fa, fb, ga, gb, sq1, sq2, c, sc, lo, hi, features, rtol, xk, wk, wg,
+            vals):
     """One outer z1 panel of ``E[f(u1) g(u2)]``; the inner z2 integral is :func:`expect1`."""
     p0, p1, p2 = params[0], params[1], params[2]
     ctr = 0.5 * (lo + hi)
     h = 0.5 * (hi - lo)
-    ik = 0.0
-    ig = 0.0
-    ak = 0.0
     for k in range(xk.shape[0]):
         z = ctr + h * xk[k]
         inner = expect1(code, params, ga, gb, 0, 0, sq2 * c * z, sq2 * sc, features, rtol,
                         xk, wk, wg)
-        v = integrand(code, p0, p1, p2, sq1 * z, fa, fb, 0, 0) * inner * _gauss(z)
-        ik += wk[k] * v
-        ak += wk[k] * abs(v)
-        if k % 2 == 1:
-            ig += wg[k // 2] * v
-    return h * ik, h * ig, h * ak
+        vals[k] = integrand(code, p0, p1, p2, sq1 * z, fa, fb, 0, 0) * inner * _gauss(z)
+    return _rule(vals, h, wk, wg)
 
 
 @njit(cache=True)
@@ -220,7 +244,6 @@ def expect2(code, params, fa, fb, ga, gb, q1, q2, c, features, rtol, xk, wk, wg)
     ``u1 = sqrt(q1) z1``, ``u2 = sqrt(q2) (c z1 + sqrt(1 - c^2) z2)``; ``f = phi^fa phi'^fb`` and
     ``g = phi^ga phi'^gb``. Other arguments as in :func:`expect1`. ``q1, q2 > 0``, ``|c| <= 1``.
     """
-    inner_rtol = rtol
     sq1 = math.sqrt(q1)
     sq2 = math.sqrt(q2)
     sc = math.sqrt(max(0.0, 1.0 - c * c))
@@ -239,44 +262,20 @@ def expect2(code, params, fa, fb, ga, gb, q1, q2, c, features, rtol, xk, wk, wg)
             widths[n_out] = math.hypot(features[i, 1], sq2 * sc) / (sq2 * abs(c))
             n_out += 1
     edges = _initial_edges(centres[:n_out], widths[:n_out])
+    stack = np.empty((STACK, 6))
+    vals = np.empty(xk.shape[0])
     n0 = edges.shape[0] - 1
-    lo_s = np.empty(STACK)
-    hi_s = np.empty(STACK)
-    ik_s = np.empty(STACK)
-    ig_s = np.empty(STACK)
-    ak_s = np.empty(STACK)
-    dep_s = np.empty(STACK, dtype=np.int64)
-    scale = 0.0
     for k in range(n0):
-        ik, ig, ak = _panel2(code, params, fa, fb, ga, gb, sq1, sq2, c, sc, edges[k],
-                               edges[k + 1], features, inner_rtol, xk, wk, wg)
-        lo_s[k] = edges[k]
-        hi_s[k] = edges[k + 1]
-        ik_s[k] = ik
-        ig_s[k] = ig
-        ak_s[k] = ak
-        dep_s[k] = 0
-        scale += ak
-    tol = rtol * scale / (2.0 * Z_MAX)
-    top = n0
-    total = 0.0
-    budget = MAX_PANELS
-    while top > 0:
-        top -= 1
-        lo, hi, ik, dep = lo_s[top], hi_s[top], ik_s[top], dep_s[top]
-        if _accept(ik, ig_s[top], ak_s[top], tol * (hi - lo), dep, top, budget):
-            total += ik
-            continue
-        budget -= 2
-        mid = 0.5 * (lo + hi)
-        for lo2, hi2 in ((lo, mid), (mid, hi)):
-            jk, jg, bk = _panel2(code, params, fa, fb, ga, gb, sq1, sq2, c, sc, lo2, hi2,
-                                   features, inner_rtol, xk, wk, wg)
-            lo_s[top] = lo2
-            hi_s[top] = hi2
-            ik_s[top] = jk
-            ig_s[top] = jg
-            ak_s[top] = bk
-            dep_s[top] = dep + 1
-            top += 1
-    return total
+        _put(stack, k, edges[k], edges[k + 1],
+             _panel2(code, params, fa, fb, ga, gb, sq1, sq2, c, sc, edges[k], edges[k + 1],
+                     features, rtol, xk, wk, wg, vals), 0.0)
+    tol, top, total, budget = _start(stack, n0, rtol)
+    while True:
+        top, total, budget, lo, mid, hi, depth = _next_split(stack, top, total, tol, budget)
+        if top < 0:
+            return total
+        for lo2, hi2, row in ((lo, mid, top), (mid, hi, top + 1)):
+            _put(stack, row, lo2, hi2,
+                 _panel2(code, params, fa, fb, ga, gb, sq1, sq2, c, sc, lo2, hi2, features,
+                         rtol, xk, wk, wg, vals), depth)
+        top += 2

@@ -1,7 +1,8 @@
 """Per-layer norms of the backpropagated signal of an MLP, without forming weight gradients.
 
 :func:`backward_norms` runs the backward pass of :func:`neurosim.kernels.dense.mlp_backward` on
-the workspaces of :func:`neurosim.kernels.dense.mlp_forward` but keeps only what a propagation
+the workspaces of :func:`neurosim.kernels.dense.mlp_forward` (with the engine's own layer
+kernel, :func:`neurosim.kernels.dense.activation_backward`) but keeps only what a propagation
 profile needs: ``||dL/dW_l||_F^2``, ``||dL/db_l||^2``, the batch mean of ``||delta_l||`` and of
 ``||delta_l||^2``, and the mean of ``phi'(h_l)^2``. The weight-gradient norm comes from the
 identity ``||A^T E||_F^2 = sum((A A^T) * (E E^T))`` when the two ``nb x nb`` Gram matrices are
@@ -24,12 +25,15 @@ from numba.extending import get_cython_function_address, intrinsic
 from .activations import TANH, dphi
 from .dense import (
     ACT,
+    B_OFF,
     DROPOUT,
     FASTMATH,
     N_IN,
     N_OUT,
     SKIP,
+    W_OFF,
     _act_params,
+    activation_backward,
     block,
     has_separate_outputs,
     weight,
@@ -91,28 +95,24 @@ def gram_lower(a, out, chars, ints, scalars):
 
 
 @njit(cache=True, error_model="numpy", fastmath=FASTMATH)
-def _delta_and_stats(g, mask, use_mask, h, u, code, p0, p1, p2, delta, dsq, out, l):
-    """``delta = g * mask * phi'(h)``; adds the layer's row-norm and phi'^2 statistics to out.
+def _signal_stats(delta, delta_sum, h, u, code, p0, p1, p2, scratch, out, l):
+    """Writes ``out[1:5, l]``: ``||delta_sum||^2``, the batch means of ``||delta_i||`` and
+    ``||delta_i||^2``, and the mean of ``phi'(h)^2`` (``a = u``) over the batch and units.
 
     The elementwise pass has no reductions (so it vectorises); the sums are dot products.
-    ``dsq`` is scratch of at least ``nb * n`` values.
+    ``scratch`` holds at least ``nb * n`` values.
     """
     nb, n = h.shape
-    d2 = dsq[:nb * n].reshape((nb, n))
-    one = like(h, 1.0)
-    if code == TANH and not use_mask:
+    d2 = scratch[:nb * n].reshape((nb, n))
+    if code == TANH:
+        one = like(h, 1.0)
         for i in range(nb):
             for j in range(n):
-                d = one - u[i, j] * u[i, j]
-                delta[i, j] = g[i, j] * d
-                d2[i, j] = d
+                d2[i, j] = one - u[i, j] * u[i, j]
     else:
         for i in range(nb):
             for j in range(n):
-                d = dphi(code, h[i, j], u[i, j], p0, p1, p2)
-                gij = g[i, j] * mask[i, j] if use_mask else g[i, j]
-                delta[i, j] = gij * d
-                d2[i, j] = d
+                d2[i, j] = dphi(code, h[i, j], u[i, j], p0, p1, p2)
     norm_sum = 0.0
     sq_sum = 0.0
     d2_sum = 0.0
@@ -121,6 +121,7 @@ def _delta_and_stats(g, mask, use_mask, h, u, code, p0, p1, p2, delta, dsq, out,
         norm_sum += np.sqrt(row)
         sq_sum += row
         d2_sum += np.float64(np.dot(d2[i], d2[i]))
+    out[1, l] = np.float64(np.dot(delta_sum, delta_sum))
     out[2, l] = norm_sum / nb
     out[3, l] = sq_sum / nb
     out[4, l] = d2_sum / (nb * n)
@@ -159,28 +160,30 @@ def backward_norms(layout, act_params, params, X, training, H, U, A, MK, G0, G1,
                    out):
     """Backward pass that records per-layer norms instead of gradients (no batch norm).
 
-    Parameters
-    ----------
-    layout, act_params, params, X, training
-        As in :func:`neurosim.kernels.dense.mlp_forward` (same batch, after it ran).
-    H, U, A, MK : ndarray
-        The workspaces the forward pass filled.
-    G0, G1 : ndarray, shape (>= nb * max(n_l),)
-        Scratch; on entry ``G0[:nb * n_L]`` holds dL/d(output) row-major.
+    Takes the arguments of :func:`neurosim.kernels.dense.mlp_backward` after the same
+    :func:`~neurosim.kernels.dense.mlp_forward`, without the batch-norm workspaces (``XH``,
+    ``ST``, ``E``) and with these scratch buffers in place of ``D`` and ``grad``:
+
     DL : ndarray, shape (>= nb * max(n_l),)
-        Scratch for ``delta_l``.
+        ``delta_l`` of the current layer.
     GA, GE : ndarray, shape (>= nb * nb,)
-        Scratch for the Gram matrices.
+        The Gram matrices.
     P : ndarray
-        Scratch of ``max(n_in n)`` values over the layers whose gradient norm is formed
-        directly (may be empty when every layer uses the Gram form).
-    out : ndarray of float64, shape (5, L)
+        ``max(n_in n)`` values over the layers whose gradient norm is formed directly (may be
+        empty when every layer uses the Gram form).
+    out : ndarray of float64, shape (7, L)
         Written per layer: ``||dL/dW_l||_F^2``, ``||dL/db_l||^2``, batch mean of
-        ``||delta_l||``, batch mean of ``||delta_l||^2`` and mean of ``phi'(h_l)^2`` over the
-        batch and units.
+        ``||delta_l||``, batch mean of ``||delta_l||^2``, mean of ``phi'(h_l)^2`` over the
+        batch and units, and the parameters' ``||W_l||_F^2`` and ``||b_l||^2`` (read just
+        before the product that carries the error down reads ``W_l`` again: one pass over
+        the weights fewer than a separate norm).
     """
     nb = X.shape[0]
     separate = has_separate_outputs(layout)
+    widest = 0
+    for l in range(layout.shape[0]):
+        widest = max(widest, layout[l, N_OUT])
+    delta_sum = np.empty(widest, X.dtype)
     cur = G0
     nxt = G1
     for l in range(layout.shape[0] - 1, -1, -1):
@@ -190,25 +193,26 @@ def backward_norms(layout, act_params, params, X, training, H, U, A, MK, G0, G1,
         delta = DL[:nb * n].reshape((nb, n))
         use_mask = training and layout[l, DROPOUT] == 1
         p0, p1, p2 = _act_params(layout, act_params, params, l)
-        _delta_and_stats(g, block(MK, nb, layout, l) if use_mask else g, use_mask,
-                         block(H, nb, layout, l), block(U, nb, layout, l), layout[l, ACT],
-                         p0, p1, p2, delta, nxt, out, l)
-        err = delta
+        h = block(H, nb, layout, l)
+        u = block(U, nb, layout, l)
+        code = layout[l, ACT]
+        activation_backward(g, block(MK, nb, layout, l) if use_mask else g, use_mask, h, u,
+                            code, p0, p1, p2, delta, delta_sum[:n])
+        _signal_stats(delta, delta_sum[:n], h, u, code, p0, p1, p2, nxt, out, l)
         if l == 0:
             a_prev = X
         elif separate:
             a_prev = block(A, nb, layout, l - 1)
         else:
             a_prev = block(U, nb, layout, l - 1)
-        out[0, l] = _frobenius_sq_of_product(a_prev, err, GA, GE, P)
-        col = np.zeros(n)
-        for i in range(nb):
-            for j in range(n):
-                col[j] += np.float64(err[i, j])
-        out[1, l] = np.dot(col, col)
+        out[0, l] = _frobenius_sq_of_product(a_prev, delta, GA, GE, P)
+        w_flat = params[layout[l, W_OFF]:layout[l, W_OFF] + n_in * n]
+        b_flat = params[layout[l, B_OFF]:layout[l, B_OFF] + n]
+        out[5, l] = np.float64(np.dot(w_flat, w_flat))
+        out[6, l] = np.float64(np.dot(b_flat, b_flat))
         if l > 0:
             g_prev = nxt[:nb * n_in].reshape((nb, n_in))
-            np.dot(err, weight(params, layout, l).T, g_prev)
+            np.dot(delta, weight(params, layout, l).T, g_prev)
             if layout[l, SKIP] == 1:
                 for i in range(nb):
                     for j in range(n):
