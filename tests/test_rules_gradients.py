@@ -2,24 +2,11 @@
 
 import numpy as np
 import pytest
+from _blas_threads import one_blas_thread  # noqa: F401  (autouse fixture)
 
 import neurosim as ns
 from neurosim import rules
 from neurosim.kernels import rules as K
-
-try:
-    from threadpoolctl import threadpool_limits
-except ImportError:  # pragma: no cover
-    threadpool_limits = None
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    if threadpool_limits is None:
-        yield
-        return
-    with threadpool_limits(1):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from numba import njit
 
 from .activations import dphi, phi
 from .losses import MSE
-from .rate import _currents, _mat, _vec, scratch, state_offsets, transfer
+from .rate import _currents, _mat, _vec, forward, presynaptic, state_offsets
 from .scalar import like
 
 BACKPROP = 0
@@ -117,6 +117,17 @@ def backward(code, ap, params, w_off, b_off, sizes, M, m_off, mode, X, H, R, E, 
     layer_grads(params, w_off, b_off, sizes, X, R, delta, grads)
 
 
+@njit(cache=True, inline="always")
+def _column_sums(A, scale, out):
+    """``out[j] = scale * sum_i A[i, j]``."""
+    out[:] = 0
+    for i in range(A.shape[0]):
+        for j in range(A.shape[1]):
+            out[j] += A[i, j]
+    for j in range(A.shape[1]):
+        out[j] *= scale
+
+
 @njit(cache=True)
 def layer_grads(params, w_off, b_off, sizes, X, R, delta, grads):
     """``grads_W_l = r_{l-1}^T delta_l`` and ``grads_b_l = sum_batch delta_l`` for every layer."""
@@ -126,16 +137,8 @@ def layer_grads(params, w_off, b_off, sizes, X, R, delta, grads):
     for l in range(L):
         n_in, n_out = sizes[l], sizes[l + 1]
         dl = _mat(delta, so[l], batch, n_out)
-        G = _mat(grads, w_off[l], n_in, n_out)
-        if l == 0:
-            np.dot(X.T, dl, G)
-        else:
-            np.dot(_mat(R, so[l - 1], batch, n_in).T, dl, G)
-        gb = _vec(grads, b_off[l], n_out)
-        gb[:] = 0
-        for i in range(batch):
-            for j in range(n_out):
-                gb[j] += dl[i, j]
+        np.dot(presynaptic(X, R, so, sizes, l).T, dl, _mat(grads, w_off[l], n_in, n_out))
+        _column_sums(dl, like(dl, 1.0), _vec(grads, b_off[l], n_out))
 
 
 @njit(cache=True)
@@ -241,17 +244,14 @@ def coactivation_difference(params, w_off, b_off, sizes, X, Ra, Rb, scale, U):
         Ua = _mat(U, w_off[l], n_in, n_out)
         ra = _mat(Ra, so[l], batch, n_out)
         rb = _mat(Rb, so[l], batch, n_out)
-        if l == 0:
-            np.dot(X.T, ra - rb, Ua)
-        else:
-            np.dot(_mat(Ra, so[l - 1], batch, n_in).T, ra, Ua)
-            Ua -= np.dot(_mat(Rb, so[l - 1], batch, n_in).T, rb)
+        # pa^T ra - pb^T rb = pa^T (ra - rb) + (pa - pb)^T rb: no cancellation for small beta.
+        d = ra - rb
+        pa = presynaptic(X, Ra, so, sizes, l)
+        np.dot(pa.T, d, Ua)
+        if l > 0:
+            Ua += np.dot((pa - presynaptic(X, Rb, so, sizes, l)).T, rb)
         Ua *= -scale
-        ub = _vec(U, b_off[l], n_out)
-        ub[:] = 0
-        for i in range(batch):
-            for j in range(n_out):
-                ub[j] -= scale * (ra[i, j] - rb[i, j])
+        _column_sums(d, -scale, _vec(U, b_off[l], n_out))
 
 
 @njit(cache=True)
@@ -361,22 +361,4 @@ def apply_update(params, U, vel, momentum, lr_w, lr_b, w_off, b_off, sizes, lo, 
 @njit(cache=True)
 def perturbed_forward(code, ap, params, w_off, b_off, sizes, X, Xi, H, R):
     """Feedforward pass with noise ``Xi`` (flat, like ``H``) added to every layer's current."""
-    L = sizes.shape[0] - 1
-    batch = X.shape[0]
-    p0, p1, p2 = ap[0], ap[1], ap[2]
-    so = state_offsets(sizes, batch)
-    U, T = scratch()
-    prev = X
-    for l in range(L):
-        n_in, n_out = sizes[l], sizes[l + 1]
-        W = _mat(params, w_off[l], n_in, n_out)
-        b = _vec(params, b_off[l], n_out)
-        Hl = _mat(H, so[l], batch, n_out)
-        Rl = _mat(R, so[l], batch, n_out)
-        Xl = _mat(Xi, so[l], batch, n_out)
-        np.dot(prev, W, Hl)
-        for i in range(batch):
-            for j in range(n_out):
-                Hl[i, j] += b[j] + Xl[i, j]
-        transfer(code, p0, p1, p2, H[so[l]:so[l + 1]], R[so[l]:so[l + 1]], U, T)
-        prev = Rl
+    forward(code, ap, params, w_off, b_off, sizes, X, Xi, H, R)
