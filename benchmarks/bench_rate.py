@@ -24,9 +24,9 @@ neurosim's elementwise work stays on one thread (PyTorch's may use two).
 Brian2 and ANNarchy are not dependencies: install them in a separate virtual environment
 (README, "Development") and run this script with that environment's interpreter::
 
-    python -m venv --system-site-packages /work/peers-venv
-    /work/peers-venv/bin/pip install brian2 ANNarchy "numpy<2.4"   # ANNarchy needs g++, cmake
-    NUMBA_CACHE_DIR=/tmp/peers-numba-cache /work/peers-venv/bin/python \
+    python -m venv --system-site-packages ~/neurosim-peers
+    ~/neurosim-peers/bin/pip install brian2 ANNarchy "numpy<2.4"   # ANNarchy needs g++, cmake
+    NUMBA_CACHE_DIR=/tmp/peers-numba-cache ~/neurosim-peers/bin/python \
         benchmarks/bench_rate.py --only W3sim
 
 (``numpy<2.4``: Brian2 2.9.0 fails to import on NumPy 2.4, which removed ``ndarray.ptp``.)
