@@ -294,6 +294,36 @@ def test_optimizer_steps_match_reference(name):
     np.testing.assert_allclose(net.params, p, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sgd_update_in_chunks_guards_each_value(dtype):
+    # Long enough for several chunks of the check-then-store SGD kernel; entries 2500 and
+    # 4100 (second and third chunk) overflow and must keep their old values, the rest update.
+    from neurosim.kernels import optim as ko
+
+    rng = np.random.default_rng(0)
+    n = 3 * ko._SGD_CHUNK + 7
+    p = rng.standard_normal(n).astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
+    hyper = np.zeros(ko.N_HYPER, dtype)
+    lr = 0.1
+    want = p - dtype(lr) * (g * dtype(0.5) + dtype(0.01) * p)
+    tol = 4 * np.finfo(dtype).eps  # the kernel contracts to FMAs; values are O(1)
+    q = p.copy()
+    assert ko.optimizer_step(ko.SGD, q, g, p[:0], p[:0], lr, hyper, 1, 0.01, 0.5, np.inf)
+    np.testing.assert_allclose(q, want, rtol=tol, atol=tol)
+    big = np.finfo(dtype).max
+    p[[2500, 4100]] = big
+    g[[2500, 4100]] = -big
+    q = p.copy()
+    with np.errstate(over="ignore"):
+        want = p - dtype(lr) * (g * dtype(0.5) + dtype(0.01) * p)
+        assert not ko.optimizer_step(ko.SGD, q, g, p[:0], p[:0], lr, hyper, 1, 0.01, 0.5,
+                                     np.inf)
+    want[[2500, 4100]] = big
+    np.testing.assert_allclose(q, want, rtol=tol, atol=tol)
+    assert q[2500] == big and q[4100] == big
+
+
 def test_batchnorm_running_statistics_match_reference():
     sizes = [3, 4, 2]
     net = ns.MLP(sizes, batchnorm=True, seed=1)

@@ -1,5 +1,5 @@
 """Sharded minibatches: two shards on one or two threads give identical numbers, equal to the
-unsharded gradient up to rounding."""
+unsharded gradient up to rounding; the shard count follows the thread count by default."""
 
 import numpy as np
 import pytest
@@ -23,14 +23,18 @@ def test_threads_do_not_change_the_numbers(task, dtype, options):
     for threads in (1, 2):
         net = ns.MLP([6, 12, 12, 4], seed=1, dtype=dtype, **options)
         # batches of 33, 33, 33, 33 and 2: shards of 17 + 16 rows, then 1 + 1
-        hist = ns.train(net, task, optimizer="adam", lr=0.01, epochs=2, batch_size=33,
-                        clip_norm=0.5, seed=3, threads=threads)
-        runs.append((hist, net.params.copy()))
-    (h1, p1), (h2, p2) = runs
-    for key, value in h1.to_arrays().items():
-        np.testing.assert_array_equal(value, h2.to_arrays()[key], err_msg=key)
+        trainer = MLPTrainer(net, task.X_train, task.Y_train, optimizer="adam", lr=0.01,
+                             batch_size=33, clip_norm=0.5, seed=3, threads=threads, shards=2)
+        assert trainer.shards == 2 and trainer.threads == threads
+        for _ in range(2):
+            trainer.run_epoch()
+        runs.append((trainer.records(), net.params.copy()))
+    (r1, p1), (r2, p2) = runs
+    for name, a, b in zip(("steps", "step_loss", "grad_norms", "delta_norms"), r1, r2,
+                          strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=name)
     np.testing.assert_array_equal(p1, p2)
-    assert h1.steps.size == 10
+    assert r1[0].size == 10
 
 
 def test_sharded_gradient_is_the_minibatch_gradient(task):
@@ -62,6 +66,15 @@ def test_small_batches_and_batchnorm_use_one_shard(task):
     net = ns.MLP([6, 12, 4], seed=0)
     assert MLPTrainer(net, task.X_train, task.Y_train, batch_size=31).shards == 1
     assert MLPTrainer(net, task.X_train, task.Y_train, batch_size=32, threads=1).shards == 2
+    assert MLPTrainer(net, task.X_train, task.Y_train, batch_size=32, threads=1,
+                      shards=1).shards == 1
+    assert MLPTrainer(net, task.X_train, task.Y_train, batch_size=32, threads=2).shards == 2
+    assert MLPTrainer(net, task.X_train, task.Y_train, batch_size=32, threads=1,
+                      shards=2).shards == 2
+    with pytest.raises(ValueError, match="shards must be 1 or 2, got 3"):
+        MLPTrainer(net, task.X_train, task.Y_train, shards=3)
+    with pytest.raises(ValueError, match="shards must be >= 1, got 0"):
+        MLPTrainer(net, task.X_train, task.Y_train, shards=0)
     bn = ns.MLP([6, 12, 12, 4], batchnorm=True, seed=0)
     trainer = MLPTrainer(bn, task.X_train, task.Y_train, batch_size=64, threads=2)
     assert trainer.shards == 1 and trainer.threads == 1
@@ -108,3 +121,18 @@ def test_barrier_keeps_threads_in_step():
     _run_team(2, work, sync)
     np.testing.assert_array_equal(log[0], np.arange(1, 201))
     np.testing.assert_array_equal(log[1], np.arange(1, 201))
+
+
+def test_default_numbers_do_not_depend_on_threads(task):
+    runs = []
+    for threads in (1, 2):
+        net = ns.MLP([6, 12, 12, 4], seed=1)
+        hist = ns.train(net, task, lr=0.05, epochs=2, batch_size=40, seed=2, threads=threads)
+        runs.append((net.params.copy(), np.asarray(hist.grad_norms)))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    one = ns.MLP([6, 12, 12, 4], seed=1)
+    ns.train(one, task, lr=0.05, epochs=2, batch_size=40, seed=2, threads=1, shards=1)
+    np.testing.assert_allclose(one.params, runs[0][0], rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="shards must be 1 or 2, got 4"):
+        ns.train(one, task, shards=4)

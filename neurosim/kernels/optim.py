@@ -131,14 +131,20 @@ def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscal
     probe = zero
     n = params.shape[0]
     if code == SGD:
-        for i in range(n):
-            p = params[i]
-            g = min(max(grad[i], -cv), cv) * gs + wd * p
-            new = p - lr * g
-            d = new - new  # 0, or NaN when new is not finite
-            params[i] = new if d == zero else p
-            probe += d
-    elif code == MOMENTUM or code == NESTEROV:
+        # Check a chunk, then store it unconditionally (it is still in L1): storing "new if
+        # finite else old" in one pass compiles to a masked vector store, about 4x slower on
+        # AMD Zen cores.
+        ok = True
+        for start in range(0, n, _SGD_CHUNK):
+            p = params[start:start + _SGD_CHUNK]
+            g = grad[start:start + _SGD_CHUNK]
+            if _sgd_pass(_CHECK, p, g, lr, wd, gs, cv):
+                _sgd_pass(_STORE, p, g, lr, wd, gs, cv)
+            else:
+                _sgd_pass(_GUARDED, p, g, lr, wd, gs, cv)
+                ok = False
+        return ok
+    if code == MOMENTUM or code == NESTEROV:
         # momentum: p -= lr * v; nesterov: p -= lr * (g + mu v); exact in both forms
         cg = one if code == NESTEROV else zero
         cv_ = mu if code == NESTEROV else one
@@ -189,4 +195,30 @@ def optimizer_step(code, params, grad, s1, s2, lr, hyper, t, weight_decay, gscal
             d = new - new  # 0, or NaN when new is not finite
             params[i] = new if d == zero else p
             probe += d
+    return probe == zero
+
+
+# Modes of _sgd_pass: compute only, store every new value, store only the finite new values.
+_SGD_CHUNK = 2048  # values per chunk of the SGD update (two 8 KiB slices stay in L1)
+_CHECK = 0
+_STORE = 1
+_GUARDED = 2
+
+
+@njit(inline="always", error_model="numpy", fastmath=REDUCE_FASTMATH)
+def _sgd_pass(mode, params, grad, lr, wd, gs, cv):
+    """One pass of ``p -= lr * g`` (``g`` clipped, scaled, weight decay added) over the buffer;
+    True when every new value is finite. Inlined with a constant ``mode``: one loop per mode."""
+    zero = like(params, 0.0)
+    probe = zero
+    for i in range(params.shape[0]):
+        p = params[i]
+        g = min(max(grad[i], -cv), cv) * gs + wd * p
+        new = p - lr * g
+        d = new - new  # 0, or NaN when new is not finite
+        probe += d
+        if mode == _STORE:
+            params[i] = new
+        elif mode == _GUARDED:
+            params[i] = new if d == zero else p
     return probe == zero
