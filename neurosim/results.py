@@ -228,7 +228,11 @@ def now() -> str:
 
 def git_commit(directory: str | os.PathLike | None = None) -> dict | None:
     """Commit hash and dirty flag of the git checkout holding ``directory`` (default: the
-    neurosim source tree), or None when it is not in a git checkout or git is missing."""
+    neurosim source tree), or None when it is not in a git checkout or git is missing.
+
+    ``dirty`` says whether tracked files outside the top-level ``results/`` folder differ
+    from the commit: a run that rewrites a committed results folder is still a clean run.
+    """
     if directory is None:
         directory = Path(__file__).resolve().parent
     try:
@@ -237,7 +241,8 @@ def git_commit(directory: str | os.PathLike | None = None) -> dict | None:
         if head.returncode != 0:
             return None
         status = subprocess.run(
-            ["git", "-C", os.fspath(directory), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", os.fspath(directory), "status", "--porcelain", "--untracked-files=no",
+             "--", ":(top)", ":(top,exclude)results"],
             capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return None

@@ -2,6 +2,8 @@
 
 import json
 import os
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -152,3 +154,21 @@ def test_load_data_of_unfinished_run_says_so(tmp_path):
     np.testing.assert_array_equal(results.RunDir.load(tmp_path / "r").load_data()["x"],
                                   np.arange(3))
     assert sorted(os.listdir(tmp_path / "r")) == ["data.npz", "manifest.json"]
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_dirty_flag_ignores_the_results_folder(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "data.txt").write_text("old\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    assert results.git_commit(tmp_path)["dirty"] is False
+    (tmp_path / "results" / "data.txt").write_text("new\n")
+    assert results.git_commit(tmp_path)["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert results.git_commit(tmp_path)["dirty"] is True
