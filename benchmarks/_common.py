@@ -114,24 +114,35 @@ def interleaved(candidates: dict[str, Callable[[], object]], *, samples: int = 6
     return out
 
 
-def gemm_rates(n: int = 2048, threads: int = 2, repeats: int = 7) -> dict[str, float]:
-    """Float32 GEMM rate (FLOP/s) of an ``n x n x n`` product through each available BLAS.
+def square_operands(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two random float32 ``n x n`` matrices and an output buffer for their product."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((n, n)).astype(np.float32)
+    b = rng.standard_normal((n, n)).astype(np.float32)
+    return a, b, np.empty((n, n), np.float32)
 
-    Keys: ``"numba"`` (``np.dot`` inside ``@njit``: the BLAS neurosim's kernels call, SciPy's),
-    ``"numpy"`` and, when installed, ``"torch"``. Medians of ``repeats`` after a warm-up.
-    """
+
+def numba_product(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> Callable[[], object]:
+    """``out = a @ b`` through ``np.dot`` inside ``@njit``: the BLAS (SciPy's) that neurosim's
+    kernels call."""
     from numba import njit
 
     @njit(cache=True)
     def _dot(a, b, out):
         np.dot(a, b, out)
 
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n)).astype(np.float32)
-    b = rng.standard_normal((n, n)).astype(np.float32)
-    out = np.empty((n, n), np.float32)
+    return lambda: _dot(a, b, out)
+
+
+def gemm_rates(n: int = 2048, threads: int = 2, repeats: int = 7) -> dict[str, float]:
+    """Float32 GEMM rate (FLOP/s) of an ``n x n x n`` product through each available BLAS.
+
+    Keys: ``"numba"`` (:func:`numba_product`), ``"numpy"`` and, when installed, ``"torch"``.
+    Medians of ``repeats`` after a warm-up.
+    """
+    a, b, out = square_operands(n)
     flops = 2.0 * n**3
-    fns = {"numba": lambda: _dot(a, b, out), "numpy": lambda: np.matmul(a, b, out=out)}
+    fns = {"numba": numba_product(a, b, out), "numpy": lambda: np.matmul(a, b, out=out)}
     torch = try_import_torch()
     if torch is not None:
         ta, tb, tout = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out)
