@@ -290,7 +290,8 @@ def main(argv=None):
         rows.append([
             f"({D}, {H}, {B})", fmt_time(ours), fmt_or_dash(t.get("neurosim/epoch", nan)),
             fmt_or_dash(t.get("neurosim+rec", nan)), fmt_time(t["numpy"]),
-            fmt_or_dash(torch_t), fmt_time(t["gemm"]), f"{torch_t / ours:.2f}x" if torch_t == torch_t else "-",
+            fmt_or_dash(torch_t), fmt_time(t["gemm"]),
+            f"{torch_t / ours:.2f}x" if math.isfinite(torch_t) else "-",
             f"{t['numpy'] / ours:.2f}x",
             f"{fl / ours / 1e9:.1f}", f"{share:.0%}",
         ])
