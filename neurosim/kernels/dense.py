@@ -466,6 +466,29 @@ def _act_params(layout, act_params, params, l):
 
 
 @njit(cache=True)
+def layer_input(X, A, U, nb, layout, l, separate):
+    """``a_{l-1}``, the ``(nb, n_in)`` input of layer ``l`` (0-based): ``X`` for the first layer,
+    else the previous layer's output block (``A`` when outputs are stored apart from ``U``)."""
+    if l == 0:
+        return X
+    if separate:
+        return block(A, nb, layout, l - 1)
+    return block(U, nb, layout, l - 1)
+
+
+@njit(cache=True, error_model="numpy", fastmath=FASTMATH)
+def error_below(err, g, params, layout, l, g_prev):
+    """``g_prev = err @ W_l^T`` (+ ``g``, the gradient at layer ``l``'s output, through an
+    identity skip): dL/da_{l-1} for layer ``l >= 1``; shapes ``(nb, n_out)`` -> ``(nb, n_in)``."""
+    np.dot(err, weight(params, layout, l).T, g_prev)
+    if layout[l, SKIP] == 1:
+        nb, n = g.shape
+        for i in range(nb):
+            for j in range(n):
+                g_prev[i, j] += g[i, j]
+
+
+@njit(cache=True)
 def has_separate_outputs(layout):
     """True when some layer has a skip or dropout, so that ``A`` must differ from ``U``."""
     for l in range(layout.shape[0]):
@@ -583,20 +606,10 @@ def mlp_backward(layout, act_params, params, X, training, H, U, A, XH, ST, MK, D
             batchnorm_backward(delta, block(XH, nb, layout, l), vector(params, bn, n),
                                vector(ST, so + 2 * n, n), training, delta_sum,
                                vector(grad, bn, n), err, bias_grad)
-        if l == 0:
-            a_prev = X
-        elif separate:
-            a_prev = block(A, nb, layout, l - 1)
-        else:
-            a_prev = block(U, nb, layout, l - 1)
+        a_prev = layer_input(X, A, U, nb, layout, l, separate)
         np.dot(a_prev.T, err, weight(grad, layout, l))
         if l > 0:
-            g_prev = nxt[:nb * n_in].reshape((nb, n_in))
-            np.dot(err, weight(params, layout, l).T, g_prev)
-            if layout[l, SKIP] == 1:
-                for i in range(nb):
-                    for j in range(n):
-                        g_prev[i, j] += g[i, j]
+            error_below(err, g, params, layout, l, nxt[:nb * n_in].reshape((nb, n_in)))
             cur, nxt = nxt, cur
 
 

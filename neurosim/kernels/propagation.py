@@ -30,13 +30,13 @@ from .dense import (
     FASTMATH,
     N_IN,
     N_OUT,
-    SKIP,
     W_OFF,
     _act_params,
     activation_backward,
     block,
+    error_below,
     has_separate_outputs,
-    weight,
+    layer_input,
 )
 from .scalar import like
 
@@ -199,22 +199,12 @@ def backward_norms(layout, act_params, params, X, training, H, U, A, MK, G0, G1,
         activation_backward(g, block(MK, nb, layout, l) if use_mask else g, use_mask, h, u,
                             code, p0, p1, p2, delta, delta_sum[:n])
         _signal_stats(delta, delta_sum[:n], h, u, code, p0, p1, p2, nxt, out, l)
-        if l == 0:
-            a_prev = X
-        elif separate:
-            a_prev = block(A, nb, layout, l - 1)
-        else:
-            a_prev = block(U, nb, layout, l - 1)
+        a_prev = layer_input(X, A, U, nb, layout, l, separate)
         out[0, l] = _frobenius_sq_of_product(a_prev, delta, GA, GE, P)
         w_flat = params[layout[l, W_OFF]:layout[l, W_OFF] + n_in * n]
         b_flat = params[layout[l, B_OFF]:layout[l, B_OFF] + n]
         out[5, l] = np.float64(np.dot(w_flat, w_flat))
         out[6, l] = np.float64(np.dot(b_flat, b_flat))
         if l > 0:
-            g_prev = nxt[:nb * n_in].reshape((nb, n_in))
-            np.dot(delta, weight(params, layout, l).T, g_prev)
-            if layout[l, SKIP] == 1:
-                for i in range(nb):
-                    for j in range(n):
-                        g_prev[i, j] += g[i, j]
+            error_below(delta, g, params, layout, l, nxt[:nb * n_in].reshape((nb, n_in)))
             cur, nxt = nxt, cur
