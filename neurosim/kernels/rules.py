@@ -301,6 +301,22 @@ def local_update(kind, W, pre, post, theta, U):
 
 
 @njit(cache=True)
+def bounded_weight(w, v, lr, low, high, soft):
+    """``w - lr * v`` kept in ``[low, high]``; with ``soft``, a potentiation is scaled by
+    ``(high - w) / (high - low)`` and a depression by ``(w - low) / (high - low)`` first.
+    One scalar kernel for the CPU loop and the CUDA twin."""
+    zero = like(w, 0.0)
+    step = -lr * v
+    span = high - low
+    if soft and span > zero:
+        if step > zero:
+            step *= (high - w) / span
+        else:
+            step *= (w - low) / span
+    return min(max(w + step, low), high)
+
+
+@njit(cache=True)
 def apply_update(params, U, vel, momentum, lr_w, lr_b, w_off, b_off, sizes, lo, hi, soft,
                  update_biases):
     """Move the parameters by ``-lr * v`` with ``v = momentum * v + U``, inside the bounds.
@@ -324,7 +340,6 @@ def apply_update(params, U, vel, momentum, lr_w, lr_b, w_off, b_off, sizes, lo, 
     update_biases : bool
     """
     L = sizes.shape[0] - 1
-    zero = like(params, 0.0)
     pre = 0
     for l in range(L):
         n_in, n_out = sizes[l], sizes[l + 1]
@@ -335,18 +350,10 @@ def apply_update(params, U, vel, momentum, lr_w, lr_b, w_off, b_off, sizes, lo, 
         for i in range(n_in):
             low = lo[pre + i]
             high = hi[pre + i]
-            span = high - low
             for j in range(n_out):
                 v = momentum * Vw[i, j] + Uw[i, j]
                 Vw[i, j] = v
-                step = -lr * v
-                w = W[i, j]
-                if soft and span > zero:
-                    if step > zero:
-                        step *= (high - w) / span
-                    else:
-                        step *= (w - low) / span
-                W[i, j] = min(max(w + step, low), high)
+                W[i, j] = bounded_weight(W[i, j], v, lr, low, high, soft)
         pre += n_in
         if update_biases:
             b = _vec(params, b_off[l], n_out)

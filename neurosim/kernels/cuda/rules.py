@@ -12,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from ..rules import BACKPROP, DIRECT_FEEDBACK_ALIGNMENT, FEEDBACK_ALIGNMENT
-from ..scalar import like
+from ..rules import BACKPROP, DIRECT_FEEDBACK_ALIGNMENT, FEEDBACK_ALIGNMENT, bounded_weight
 from ._launch import BLOCK_1D, check_float_arrays, grid_1d
 from .activations import dphi, phi
 from .dense import column_sums
@@ -87,21 +86,11 @@ def _weight_update_kernel(W, U, V, momentum, lr, lo, hi, soft, status):
     if status.shape[0] > 0 and status[0] != 0:  # the training loop stopped: leave the weights
         return
     n_in, n_out = W.shape
-    zero = like(lr, 0.0)
     for k in range(cuda.grid(1), n_in * n_out, cuda.gridsize(1)):
         i, j = k // n_out, k % n_out
-        low, high = lo[i], hi[i]
-        span = high - low
         v = momentum * V[i, j] + U[i, j]
         V[i, j] = v
-        step = -lr * v
-        w = W[i, j]
-        if soft and span > zero:
-            if step > zero:
-                step *= (high - w) / span
-            else:
-                step *= (w - low) / span
-        W[i, j] = min(max(w + step, low), high)
+        W[i, j] = bounded_weight(W[i, j], v, lr, lo[i], hi[i], soft)
 
 
 @cuda.jit
