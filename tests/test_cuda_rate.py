@@ -67,16 +67,15 @@ def test_feedforward_and_derivatives(dtype):
     assert_written_close(fetch(dH), H, dtype, scale=3)
     assert_written_close(fetch(dR), R, dtype)
     p0, p1, p2 = rn._ap
-    U, T = cpu_rate.scratch()
     F = np.empty_like(H)
-    cpu_rate.transfer(rn.activation.code, p0, p1, p2, H, F, U, T)
+    cpu_rate.transfer(rn.activation.code, p0, p1, p2, H, F)
     dF = poisoned(UNITS, dtype)
     gpu_rate.transfer(rn.activation.code, p0, p1, p2, dH, dF)
     assert_written_close(fetch(dF), F, dtype)
     Hl, Rl = H[:BATCH * 5].reshape(BATCH, 5), R[:BATCH * 5].reshape(BATCH, 5).copy()
     b = rn._params[rn._b_off[0]:rn._b_off[0] + 5]
     dRl = cuda.to_device(Rl)
-    cpu_rate.relax_rows(rn.activation.code, p0, p1, p2, Hl, b, Rl, dtype(0.3), U, T)
+    cpu_rate.relax_rows(rn.activation.code, p0, p1, p2, Hl, b, Rl, dtype(0.3))
     gpu_rate.relax_rows(rn.activation.code, p0, p1, p2, cuda.to_device(Hl), cuda.to_device(b),
                         dRl, 0.3)
     assert_written_close(fetch(dRl), Rl, dtype)

@@ -59,7 +59,6 @@ _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
 _ROUND = 6755399441055744.0  # 1.5 * 2^52: adding it rounds to an integer held in the low bits
-_CHUNK = 1024
 
 # The exp loops are throughput-bound, so they allow fused multiply-adds (one rounding instead of
 # two; nothing is reassociated, which keeps the error analysis above).
@@ -89,11 +88,11 @@ def _exp(x):
 
 
 @njit(cache=True, error_model="numpy", fastmath=_FMA)
-def _exp_chunk(U, T, n):
-    """``U[:n] <- exp(U[:n])`` on a float64 buffer with :func:`_exp` (``T`` is not used: the
-    argument keeps the ``(U, T)`` scratch pair of :func:`scratch` in one signature)."""
-    for i in range(n):
-        U[i] = _exp(U[i])
+def exp_values(x, out):
+    """``out = exp(x)`` over float64 1-D arrays with :func:`_exp` (for tests and callers that
+    want the vectorised exp on its own)."""
+    for i in range(x.shape[0]):
+        out[i] = _exp(x[i])
 
 
 @njit(cache=True, inline="always", error_model="numpy", fastmath=_FMA)
@@ -128,12 +127,11 @@ def _relax_flat(code, p0, p1, p2, h, c, r, a):
 
 
 @njit(cache=True, error_model="numpy", fastmath=_FMA)
-def transfer(code, p0, p1, p2, x, out, U, T):
+def transfer(code, p0, p1, p2, x, out):
     """``out = F(x)`` over 1-D arrays (``out`` may be ``x``).
 
-    The logistic runs through the vectorised :func:`_exp` (``U``, ``T``: the float64 scratch
-    of :func:`scratch`, not needed by this kernel); other transfer functions call the scalar
-    kernels.
+    The logistic runs through the vectorised :func:`_exp`; other transfer functions call the
+    scalar kernels.
     """
     n = x.shape[0]
     if code == LOGISTIC:
@@ -145,18 +143,11 @@ def transfer(code, p0, p1, p2, x, out, U, T):
 
 
 @njit(cache=True, error_model="numpy")
-def relax_rows(code, p0, p1, p2, Hl, b, Rl, a, U, T):
-    """``Rl += a * (F(Hl + b) - Rl)`` row by row, ``b`` broadcast over rows, in one fused pass
-    (``U``, ``T``: the scratch of :func:`scratch`, not needed by this kernel). ``Hl`` is left
-    unchanged."""
+def relax_rows(code, p0, p1, p2, Hl, b, Rl, a):
+    """``Rl += a * (F(Hl + b) - Rl)`` row by row, ``b`` broadcast over rows, in one fused pass.
+    ``Hl`` is left unchanged."""
     for i in range(Hl.shape[0]):
         _relax_flat(code, p0, p1, p2, Hl[i], b, Rl[i], a)
-
-
-@njit(cache=True)
-def scratch():
-    """The two float64 scratch buffers :func:`transfer` needs."""
-    return np.empty(_CHUNK, dtype=np.float64), np.empty(_CHUNK, dtype=np.float64)
 
 
 @njit(cache=True)
@@ -213,14 +204,13 @@ def forward(code, ap, params, w_off, b_off, sizes, X, Xi, H, R):
     L = sizes.shape[0] - 1
     p0, p1, p2 = ap[0], ap[1], ap[2]
     so = state_offsets(sizes, X.shape[0])
-    U, T = scratch()
     for l in range(L):
         _drive(params, w_off, b_off, sizes, so, l, X, R,
                _mat(H, so[l], X.shape[0], sizes[l + 1]), True)
         h = H[so[l]:so[l + 1]]
         if Xi.shape[0] > 0:
             h += Xi[so[l]:so[l + 1]]
-        transfer(code, p0, p1, p2, h, R[so[l]:so[l + 1]], U, T)
+        transfer(code, p0, p1, p2, h, R[so[l]:so[l + 1]])
 
 
 @njit(cache=True)
@@ -294,11 +284,10 @@ def relax(code, ap, params, w_off, b_off, sizes, X, R, H, T, a, feedback, Y, bet
     """
     p0, p1, p2 = ap[0], ap[1], ap[2]
     n = R.shape[0]
-    U, S = scratch()
     residual = like(R, np.inf)
     for step in range(max_steps + 1):
         _currents(params, w_off, b_off, sizes, X, R, H, T, feedback, Y, beta)
-        transfer(code, p0, p1, p2, H, H, U, S)
+        transfer(code, p0, p1, p2, H, H)
         residual = like(R, 0.0)
         for k in range(n):
             residual = max(residual, abs(H[k] - R[k]))
@@ -351,7 +340,6 @@ def simulate(code, ap, params, w_off, b_off, sizes, X, R, H, T, Z, a, feedback, 
     p0, p1, p2 = ap[0], ap[1], ap[2]
     so = state_offsets(sizes, batch)
     n = R.shape[0]
-    U, S = scratch()
     trace[0, :] = R
     k = 1
     for step in range(1, steps + 1):
@@ -365,7 +353,7 @@ def simulate(code, ap, params, w_off, b_off, sizes, X, R, H, T, Z, a, feedback, 
                     _add_noise(Hl, _mat(Z, so[l], batch, n_out), noise_kind, noise_scale,
                                noise_decay, rng)
                 relax_rows(code, p0, p1, p2, Hl, _vec(params, b_off[l], n_out),
-                           _mat(R, so[l], batch, n_out), a, U, S)
+                           _mat(R, so[l], batch, n_out), a)
         else:
             _currents(params, w_off, b_off, sizes, X, R, H, T, feedback, X, like(a, 0.0))
             if noise_kind != NOISE_NONE:
@@ -373,7 +361,7 @@ def simulate(code, ap, params, w_off, b_off, sizes, X, R, H, T, Z, a, feedback, 
                     n_out = sizes[l + 1]
                     _add_noise(_mat(H, so[l], batch, n_out), _mat(Z, so[l], batch, n_out),
                                noise_kind, noise_scale, noise_decay, rng)
-            transfer(code, p0, p1, p2, H, H, U, S)
+            transfer(code, p0, p1, p2, H, H)
             for m in range(n):
                 R[m] += a * (H[m] - R[m])
         if step % record_every == 0:
@@ -415,7 +403,6 @@ def recurrent_simulate(code, ap, J, I, V, a, form, steps, record_every, noise_ki
     """
     batch, n = V.shape
     p0, p1, p2 = ap[0], ap[1], ap[2]
-    U, T = scratch()
     trace[0] = V
     k = 1
     N = np.zeros_like(V)
@@ -436,7 +423,7 @@ def recurrent_simulate(code, ap, J, I, V, a, form, steps, record_every, noise_ki
         # One trial is a BLAS matrix-vector product, several a matrix-matrix product; the
         # elementwise work around it is one or two fused passes.
         if form == FORM_CURRENT:
-            transfer(code, p0, p1, p2, v, s, U, T)
+            transfer(code, p0, p1, p2, v, s)
             if batch == 1:
                 np.dot(J, S[0], H[0])
             else:

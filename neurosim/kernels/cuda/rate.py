@@ -51,11 +51,8 @@ def _transfer_kernel(code, p0, p1, p2, x, out):
         out[i] = phi(code, x[i], p0, p1, p2)
 
 
-def transfer(code, p0, p1, p2, x, out, U=None, T=None):
-    """``out = F(x)`` over 1-D device arrays (``out`` may be ``x``).
-
-    ``U`` and ``T`` (the CPU twin's float64 scratch for its vectorised exp) are not needed.
-    """
+def transfer(code, p0, p1, p2, x, out):
+    """``out = F(x)`` over 1-D device arrays (``out`` may be ``x``)."""
     dtype = check_float_arrays(("x", "out"), (x, out))
     if x.shape[0]:
         t = dtype.type
@@ -71,7 +68,7 @@ def _relax_rows_kernel(code, p0, p1, p2, Hl, b, Rl, a):
         Rl[i, j] = r + a * (phi(code, Hl[i, j] + b[j], p0, p1, p2) - r)
 
 
-def relax_rows(code, p0, p1, p2, Hl, b, Rl, a, U=None, T=None):
+def relax_rows(code, p0, p1, p2, Hl, b, Rl, a):
     """``Rl += a * (F(Hl + b) - Rl)``, ``b`` broadcast over rows; ``Hl`` unchanged."""
     dtype = check_float_arrays(("Hl", "b", "Rl"), (Hl, b, Rl))
     if Hl.size:
