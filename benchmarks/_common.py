@@ -114,6 +114,39 @@ def interleaved(candidates: dict[str, Callable[[], object]], *, samples: int = 6
     return out
 
 
+def mlp_sizes(D: int, H: int) -> list[int]:
+    """Layer widths of the benchmark MLP: input H, D hidden tanh layers of width H, 10 outputs."""
+    return [H] + [H] * D + [10]
+
+
+def mlp_flops(D: int, H: int, B: int) -> float:
+    """FLOPs of one training step of that MLP on a batch of B: 6 x B x sum(fan_in x fan_out)."""
+    sizes = mlp_sizes(D, H)
+    return 6.0 * B * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+
+
+def torch_mlp_step(torch, D: int, H: int, X, Y, lr: float) -> Callable[[], object]:
+    """One PyTorch eager SGD step (forward, mse = batch mean of 0.5||yhat - y||^2, backward,
+    update) of the benchmark MLP, on the device of the tensors ``X`` (B, H) and ``Y`` (B, 10)."""
+    torch.manual_seed(0)
+    sizes = mlp_sizes(D, H)
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.Tanh())
+    model = torch.nn.Sequential(*layers).to(device=X.device, dtype=X.dtype)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = 0.5 * ((model(X) - Y) ** 2).sum(dim=1).mean()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
 def square_operands(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Two random float32 ``n x n`` matrices and an output buffer for their product."""
     rng = np.random.default_rng(seed)

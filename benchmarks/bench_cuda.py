@@ -41,7 +41,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(1, os.path.dirname(HERE))  # the repository, when neurosim is not installed
 
-from _common import fmt_time, format_table, try_import_torch  # noqa: E402
+from _common import (  # noqa: E402
+    fmt_time,
+    format_table,
+    mlp_flops,
+    mlp_sizes,
+    torch_mlp_step,
+    try_import_torch,
+)
 
 MLP_SHAPE = (4, 4096, 4096)  # D, H, B
 W3_N, W3_TRIALS = 16384, 256
@@ -138,15 +145,6 @@ def own_gemm_rate(cuda):
 
 
 # ----------------------------------------------------------------------------- MLP
-def mlp_sizes(D, H):
-    return [H] + [H] * D + [10]
-
-
-def mlp_flops(D, H, B):
-    sizes = mlp_sizes(D, H)
-    return 6.0 * B * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-
-
 def mlp_neurosim(cuda, D, H, B, steps_per_call):
     import neurosim as ns
     from neurosim._cuda_models import CudaMLPTrainer
@@ -163,25 +161,9 @@ def mlp_neurosim(cuda, D, H, B, steps_per_call):
 
 def mlp_torch(torch, D, H, B):
     torch.manual_seed(0)
-    sizes = mlp_sizes(D, H)
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(torch.nn.Tanh())
-    model = torch.nn.Sequential(*layers).cuda()
-    opt = torch.optim.SGD(model.parameters(), lr=LR)
     X = torch.randn(B, H, device="cuda")
     Y = torch.randn(B, 10, device="cuda")
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        out = model(X)
-        loss = 0.5 * ((out - Y) ** 2).sum(dim=1).mean()
-        loss.backward()
-        opt.step()
-
-    return step
+    return torch_mlp_step(torch, D, H, X, Y, LR)
 
 
 # ----------------------------------------------------------------------------- W3 / W4

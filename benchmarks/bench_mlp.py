@@ -48,10 +48,13 @@ from _common import (  # noqa: E402
     format_table,
     gemm_rates,
     machine_summary,
+    mlp_flops,
+    mlp_sizes,
     numba_product,
     pin_threads,
     square_operands,
     time_calls,
+    torch_mlp_step,
     try_import_torch,
 )
 
@@ -61,15 +64,6 @@ TARGETS = {(20, 64, 32): (5.0, None), (100, 128, 64): (2.0, None),
            (20, 256, 128): (1.3, None), (10, 1024, 256): (1.0, 0.85)}
 LR = 1e-3
 EPOCH_STEPS = 20
-
-
-def sizes_of(D, H):
-    return [H] + [H] * D + [10]
-
-
-def flops_per_step(D, H, B):
-    sizes = sizes_of(D, H)
-    return 6.0 * B * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
 
 def data(H, B, n, seed=0):
@@ -88,7 +82,7 @@ def neurosim_candidates(D, H, B, threads, extras=True):
     if extras:
         variants += [("neurosim/epoch", EPOCH_STEPS * B, 10**12), ("neurosim+rec", B, 1)]
     for name, n, record_every in variants:
-        net = ns.MLP(sizes_of(D, H), activation="tanh", seed=0, dtype="float32")
+        net = ns.MLP(mlp_sizes(D, H), activation="tanh", seed=0, dtype="float32")
         # One shard per thread: the fastest setting a user can pick (ns.train(shards=...)).
         trainer = MLPTrainer(net, X[:n], Y[:n], optimizer="sgd", lr=LR, batch_size=B,
                              record_every=record_every, threads=threads,
@@ -100,7 +94,7 @@ def neurosim_candidates(D, H, B, threads, extras=True):
 
 def numpy_candidate(D, H, B):
     rng = np.random.default_rng(1)
-    sizes = sizes_of(D, H)
+    sizes = mlp_sizes(D, H)
     Ws = [(rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)
           for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
     bs = [np.zeros(b, np.float32) for b in sizes[1:]]
@@ -127,25 +121,8 @@ def numpy_candidate(D, H, B):
 
 
 def torch_candidate(torch, D, H, B):
-    torch.manual_seed(0)
-    sizes = sizes_of(D, H)
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(torch.nn.Tanh())
-    model = torch.nn.Sequential(*layers)
-    opt = torch.optim.SGD(model.parameters(), lr=LR)
     X, Y = (torch.from_numpy(a) for a in data(H, B, B))
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        out = model(X)
-        loss = 0.5 * ((out - Y) ** 2).sum(dim=1).mean()
-        loss.backward()
-        opt.step()
-
-    return step
+    return torch_mlp_step(torch, D, H, X, Y, LR)
 
 
 def gemm_candidate(D, H, B):
@@ -163,7 +140,7 @@ def gemm_candidate(D, H, B):
     from numba.typed import List
 
     rng = np.random.default_rng(2)
-    sizes = sizes_of(D, H)
+    sizes = mlp_sizes(D, H)
     f32 = np.float32
 
     def typed(arrays):
@@ -283,7 +260,7 @@ def main(argv=None):
     for (D, H, B), res in results:
         t = {k: v["median"] for k, v in res.items()}
         nan = float("nan")
-        fl = flops_per_step(D, H, B)
+        fl = mlp_flops(D, H, B)
         ours = t["neurosim"]
         torch_t = t.get("torch", float("nan"))
         share = fl / ours / machine_rate
