@@ -49,6 +49,7 @@ from numba import njit, types
 from numba.extending import intrinsic, overload
 
 from .activations import PRELU, TANH, dphi, phi
+from .fastexp import exp64
 from .losses import loss_and_output_grad
 from .scalar import like
 
@@ -75,8 +76,9 @@ FASTMATH = {"contract"}
 # |x| < 0.7: tanh(x) = x + x^3 P(x^2), P the Chebyshev interpolant of (tanh(x) - x) / x^3 on
 # x^2 in [0, 0.49] (degree 12 in float64, 5 in float32; interpolation error below 3e-17 and
 # 3e-8 relative). |x| >= 0.7: tanh(|x|) = 1 - 2 / (exp(2|x|) + 1), exp by Cody-Waite reduction
-# 2|x| = k ln2 + r, |r| <= ln2 / 2, a Taylor polynomial for exp(r) (to r^13 / r^7) and 2^k built
-# from its bits. |x| is clamped where tanh rounds to 1 (20 / 10) so that exp cannot overflow.
+# 2|x| = k ln2 + r, |r| <= ln2 / 2, a Taylor polynomial for exp(r) and 2^k built from its bits
+# (float64: :func:`neurosim.kernels.fastexp.exp64`; float32: the same scheme to r^7, inline).
+# |x| is clamped where tanh rounds to 1 (20 / 10) so that exp cannot overflow.
 # Both branches are computed and one selected, which keeps the loop free of branches.
 # ---------------------------------------------------------------------------------------------
 
@@ -88,19 +90,8 @@ _TANH_P64 = (-0.3333333333333333, 0.13333333333333183, -0.05396825396808037,
 _TANH_P32 = tuple(np.float32(c) for c in (-0.3333333, 0.1333325, -0.05394817, 0.021689406,
                                           -0.008113507, 0.0020606215))
 _LOG2E = 1.4426950408889634
-_LN2_HI64 = 0.6931471803691238  # ln 2 to 32 bits: k * _LN2_HI64 is exact for |k| < 2^20
-_LN2_LO64 = 1.9082149293851713e-10
 _LN2_HI32 = np.float32(0.69314575)  # ln 2 to 16 bits
 _LN2_LO32 = np.float32(1.4286068e-06)
-_INV_FACT = tuple(1.0 / float(np.prod(np.arange(1, n + 1))) for n in range(14))
-
-
-@intrinsic
-def _f64_from_bits(typingctx, bits):
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-
-    return types.float64(types.int64), codegen
 
 
 @intrinsic
@@ -118,7 +109,6 @@ def tanh_fast(x):
 
 def _tanh64(x):
     c = _TANH_P64
-    f = _INV_FACT
     ax = abs(x)
     ax = ax if ax < 20.0 else 20.0
     s = ax * ax
@@ -136,24 +126,7 @@ def _tanh64(x):
     p = p * s + c[1]
     p = p * s + c[0]
     small = ax + ax * s * p
-    u = 2.0 * ax
-    k = np.floor(u * _LOG2E + 0.5)
-    r = (u - k * _LN2_HI64) - k * _LN2_LO64
-    e = f[13]
-    e = e * r + f[12]
-    e = e * r + f[11]
-    e = e * r + f[10]
-    e = e * r + f[9]
-    e = e * r + f[8]
-    e = e * r + f[7]
-    e = e * r + f[6]
-    e = e * r + f[5]
-    e = e * r + f[4]
-    e = e * r + f[3]
-    e = e * r + f[2]
-    e = e * r + 1.0
-    e = e * r + 1.0
-    big = e * _f64_from_bits((np.int64(k) + 1023) << 52)
+    big = exp64(2.0 * ax)
     large = 1.0 - 2.0 / (big + 1.0)
     y = np.copysign(small if ax < 0.7 else large, x)
     return y if x == x else x

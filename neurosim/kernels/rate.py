@@ -31,6 +31,7 @@ import numpy as np
 from numba import njit
 
 from .activations import LOGISTIC, dphi, phi
+from .fastexp import exp64
 from .scalar import like
 
 NOISE_NONE = 0
@@ -51,54 +52,23 @@ def _vec(buf, off, n):
     return buf[off:off + n]
 
 
-# exp(x) = 2^k exp(r), k = round(x / ln 2), |r| <= ln(2) / 2; Taylor to degree 13 leaves a
-# truncation error below 2e-17. Over the whole range [-708, 709] the result is within one ulp of
-# np.exp (94 % of values bit-identical; tests/test_bio_models.py checks it on dense and random
-# arguments); arguments outside are clamped to it.
-_LOG2E = 1.4426950408889634
-_LN2_HI = 6.93147180369123816490e-01
-_LN2_LO = 1.90821492927058770002e-10
-_ROUND = 6755399441055744.0  # 1.5 * 2^52: adding it rounds to an integer held in the low bits
-
 # The exp loops are throughput-bound, so they allow fused multiply-adds (one rounding instead of
-# two; nothing is reassociated, which keeps the error analysis above).
+# two; nothing is reassociated, which keeps the error analysis of exp64 valid).
 _FMA = {"contract"}
-
-
-@njit(cache=True, inline="always", error_model="numpy", fastmath=_FMA)
-def _exp(x):
-    """exp of a float64 in plain arithmetic that LLVM vectorises (libm's exp is a scalar call).
-
-    The argument is clamped to [-708, 709], which keeps 2^k a normal number; NaN stays NaN.
-    """
-    v = min(max(x, -708.0), 709.0)
-    t = v * _LOG2E + _ROUND
-    kf = t - _ROUND
-    r = (v - kf * _LN2_HI) - kf * _LN2_LO  # kf * _LN2_HI is exact (Cody and Waite)
-    # 1 + r + r^2/2 + r^3 Q(r): the outer terms, which set the rounding, by Horner; the
-    # small Q(r) = sum_{i<=10} r^i / (i + 3)! by Estrin's scheme, for a shorter dependency chain.
-    r2 = r * r
-    r4 = r2 * r2
-    q03 = (1.0 / 6 + r * (1.0 / 24)) + r2 * (1.0 / 120 + r * (1.0 / 720))
-    q47 = (1.0 / 5040 + r * (1.0 / 40320)) + r2 * (1.0 / 362880 + r * (1.0 / 3628800))
-    q810 = (1.0 / 39916800 + r * (1.0 / 479001600)) + r2 * (1.0 / 6227020800)
-    p = 1.0 + r * (1.0 + r * (0.5 + r * (q03 + r4 * (q47 + r4 * q810))))
-    scale = np.int64((np.float64(t).view(np.int64) + 1023) << 52).view(np.float64)  # 2^k
-    return (p if x == x else x) * scale
 
 
 @njit(cache=True, error_model="numpy", fastmath=_FMA)
 def exp_values(x, out):
-    """``out = exp(x)`` over float64 1-D arrays with :func:`_exp` (for tests and callers that
+    """``out = exp(x)`` over float64 1-D arrays with :func:`exp64` (for tests and callers that
     want the vectorised exp on its own)."""
     for i in range(x.shape[0]):
-        out[i] = _exp(x[i])
+        out[i] = exp64(x[i])
 
 
 @njit(cache=True, inline="always", error_model="numpy", fastmath=_FMA)
 def _logistic(x, p0, p1, p2):
-    """``p0 / (1 + exp(-p1 (x - p2)))`` in float64, through :func:`_exp`."""
-    return p0 / (1.0 + _exp(np.float64(-p1 * (x - p2))))
+    """``p0 / (1 + exp(-p1 (x - p2)))`` in float64, through :func:`exp64`."""
+    return p0 / (1.0 + exp64(np.float64(-p1 * (x - p2))))
 
 
 @njit(cache=True, error_model="numpy", fastmath=_FMA)
@@ -130,7 +100,7 @@ def _relax_flat(code, p0, p1, p2, h, c, r, a):
 def transfer(code, p0, p1, p2, x, out):
     """``out = F(x)`` over 1-D arrays (``out`` may be ``x``).
 
-    The logistic runs through the vectorised :func:`_exp`; other transfer functions call the
+    The logistic runs through the vectorised :func:`exp64`; other transfer functions call the
     scalar kernels.
     """
     n = x.shape[0]
