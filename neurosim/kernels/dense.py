@@ -10,7 +10,8 @@ Building blocks (pure array functions; the CUDA twins keep the same names and ar
   training (batch statistics) and inference (running statistics) modes (the shift ``beta``
   enters as the bias of ``bias_activation``);
 - ``mlp_forward`` / ``mlp_backward`` / ``forward_backward``: the whole network, with matrix
-  products through BLAS (``np.dot`` with an output argument: no allocation).
+  products through :func:`neurosim.kernels.smallgemm.matmul_into` (register-blocked kernels for
+  small products, BLAS for large ones).
 
 Layout
 ------
@@ -52,6 +53,7 @@ from .activations import PRELU, TANH, dphi, phi
 from .fastexp import exp64
 from .losses import loss_and_output_grad
 from .scalar import like
+from .smallgemm import matmul_into
 
 N_IN = 0
 N_OUT = 1
@@ -453,7 +455,7 @@ def layer_input(X, A, U, nb, layout, l, separate):
 def error_below(err, g, params, layout, l, g_prev):
     """``g_prev = err @ W_l^T`` (+ ``g``, the gradient at layer ``l``'s output, through an
     identity skip): dL/da_{l-1} for layer ``l >= 1``; shapes ``(nb, n_out)`` -> ``(nb, n_in)``."""
-    np.dot(err, weight(params, layout, l).T, g_prev)
+    matmul_into(err, weight(params, layout, l).T, g_prev)
     if layout[l, SKIP] == 1:
         nb, n = g.shape
         for i in range(nb):
@@ -506,7 +508,7 @@ def mlp_forward(layout, act_params, params, X, training, bn_eps, bn_state, H, U,
         n = layout[l, N_OUT]
         h = block(H, nb, layout, l)
         u = block(U, nb, layout, l)
-        np.dot(a_prev, weight(params, layout, l), h)
+        matmul_into(a_prev, weight(params, layout, l), h)
         b = vector(params, layout[l, B_OFF], n)
         p0, p1, p2 = _act_params(layout, act_params, params, l)
         bn = layout[l, BN_OFF]
@@ -580,7 +582,7 @@ def mlp_backward(layout, act_params, params, X, training, H, U, A, XH, ST, MK, D
                                vector(ST, so + 2 * n, n), training, delta_sum,
                                vector(grad, bn, n), err, bias_grad)
         a_prev = layer_input(X, A, U, nb, layout, l, separate)
-        np.dot(a_prev.T, err, weight(grad, layout, l))
+        matmul_into(a_prev.T, err, weight(grad, layout, l))
         if l > 0:
             error_below(err, g, params, layout, l, nxt[:nb * n_in].reshape((nb, n_in)))
             cur, nxt = nxt, cur

@@ -1,0 +1,137 @@
+"""The register-blocked small matrix products against float64 NumPy products."""
+
+import os
+
+import numpy as np
+import pytest
+from numba import njit
+
+from neurosim.kernels.smallgemm import (
+    ENABLED,
+    MAX_FLOAT32_VOLUME,
+    _scipy_blas_paths,
+    blas_threads,
+    matmul_into,
+    panel_width,
+    uses_block_kernels,
+)
+
+
+@njit(cache=True)
+def _takes_block_path(a, b, c):
+    return uses_block_kernels(a, b, c)
+
+
+def _operands(rng, m, k, n, dtype, a_transposed, b_transposed):
+    a = rng.standard_normal((k, m) if a_transposed else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if b_transposed else (k, n)).astype(dtype)
+    return (a.T if a_transposed else a), (b.T if b_transposed else b)
+
+
+def _check(a, b, c):
+    """Within the worst-case bound of a length-k sum with one rounding per step."""
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    eps = np.finfo(a.dtype).eps
+    k = a.shape[1]
+    bound = (k + 1) * eps * (np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64))
+    assert c.dtype == a.dtype
+    assert np.all(np.abs(c - exact) <= bound + np.finfo(a.dtype).tiny)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("a_transposed", [False, True])
+@pytest.mark.parametrize("b_transposed", [False, True])
+def test_every_layout_and_block_edge(dtype, a_transposed, b_transposed):
+    rng = np.random.default_rng(0)
+    nr = panel_width(np.dtype(dtype).itemsize)
+    for m in (1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 32):
+        for k in (1, 2, 7, 64):
+            for n in (nr, 2 * nr, 3 * nr, 10):
+                a, b = _operands(rng, m, k, n, dtype, a_transposed, b_transposed)
+                c = np.full((m, n), np.nan, dtype)
+                matmul_into(a, b, c)
+                _check(a, b, c)
+                assert _takes_block_path(a, b, c) == (ENABLED and n % nr == 0)
+
+
+def test_views_into_flat_buffers_like_the_engine():
+    """Operands that are reshaped slices of flat buffers (the engine's weights and workspaces)."""
+    rng = np.random.default_rng(1)
+    flat = rng.standard_normal(10_000).astype(np.float32)
+    w = flat[37:37 + 48 * 32].reshape(48, 32)  # an unaligned start
+    x = flat[3000:3000 + 9 * 48].reshape(9, 48)
+    out = np.zeros(5000, np.float32)
+    c = out[11:11 + 9 * 32].reshape(9, 32)
+    matmul_into(x, w, c)
+    _check(x, w, c)
+    assert np.all(out[:11] == 0) and np.all(out[11 + 9 * 32:] == 0)  # nothing outside c
+    g = np.empty((9, 48), np.float32)
+    matmul_into(c, w.T, g)
+    _check(c, w.T, g)
+
+
+def test_large_products_use_blas_and_agree():
+    rng = np.random.default_rng(2)
+    a, b = _operands(rng, 128, 512, 256, np.float32, False, False)
+    assert a.shape[0] * a.shape[1] * b.shape[1] > MAX_FLOAT32_VOLUME
+    c = np.empty((128, 256), np.float32)
+    assert not _takes_block_path(a, b, c)
+    matmul_into(a, b, c)
+    np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4)
+
+
+def test_result_does_not_depend_on_the_row_split():
+    """Every element is the same sequential sum whether computed in a full block or an edge one:
+    the first rows of a product equal the product of the first rows, bit for bit."""
+    if not ENABLED:
+        pytest.skip("block kernels disabled on this CPU")
+    rng = np.random.default_rng(3)
+    a, b = _operands(rng, 13, 64, 32, np.float32, False, False)
+    full = np.empty((13, 32), np.float32)
+    matmul_into(a, b, full)
+    for rows in (1, 5, 7):
+        part = np.empty((rows, 32), np.float32)
+        matmul_into(a[:rows], b, part)
+        assert np.array_equal(part, full[:rows])
+    bt = np.ascontiguousarray(b.T).T  # the same values with contiguous columns (packed path)
+    packed = np.empty((13, 32), np.float32)
+    matmul_into(a, bt, packed)
+    assert np.array_equal(packed, full)
+
+
+def test_non_finite_values_propagate():
+    a = np.ones((4, 8), np.float64)
+    b = np.ones((8, 8), np.float64)
+    a[1, 3] = np.nan
+    b[2, 5] = np.inf
+    c = np.empty((4, 8), np.float64)
+    matmul_into(a, b, c)
+    assert np.all(np.isnan(c[1]))
+    assert np.isinf(c[0, 5]) and np.isinf(c[2, 5])
+    assert np.isfinite(c[0, :5]).all()
+
+
+def test_blas_thread_count_is_read_at_run_time():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    rng = np.random.default_rng(4)
+    a, b = _operands(rng, 64, 128, 128, np.float32, False, False)
+    c = np.empty((64, 128), np.float32)
+    with threadpoolctl.threadpool_limits(1):
+        assert blas_threads() == 1
+        assert _takes_block_path(a, b, c) == ENABLED
+    with threadpoolctl.threadpool_limits(2):
+        assert blas_threads() == 2
+        # threaded BLAS splits this product across cores; the block kernels would not
+        assert not _takes_block_path(a, b, c)
+        small_a, small_b = a[:32, :64], b[:64, :64]
+        assert _takes_block_path(small_a, small_b, c[:32, :64]) == ENABLED
+
+
+def test_blas_library_found_without_threadpoolctl(monkeypatch):
+    import sys
+
+    with_tpc = _scipy_blas_paths()
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)
+    without = _scipy_blas_paths()
+    assert without and with_tpc
+    assert os.path.realpath(without[0]) == os.path.realpath(with_tpc[0])
