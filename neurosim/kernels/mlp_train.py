@@ -23,7 +23,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from .dense import (
     BN_RUN_OFF,
@@ -130,6 +130,22 @@ def barrier(sync, n_threads):
 
 # ---------------------------------------------------------------------------- the loop
 
+NO_RNG = np.zeros(0, np.int64)  # stands for the dropout generators of a net without dropout
+
+
+def _masks_from(rng, p, layout, nb, MK):
+    """Draw dropout masks from ``rng``; nothing when ``rng`` is :data:`NO_RNG`."""
+
+
+@overload(_masks_from)
+def _masks_from_overload(rng, p, layout, nb, MK):
+    # Unboxing a numpy Generator costs about 10 us per call of the loop, as much as a whole
+    # step of a small net, so a net without dropout passes an empty array instead.
+    if isinstance(rng, types.NumPyRandomGeneratorType):
+        return lambda rng, p, layout, nb, MK: draw_dropout_masks(rng, p, layout, nb, MK)
+    return lambda rng, p, layout, nb, MK: None
+
+
 
 @njit(cache=True, error_model="numpy", fastmath=REDUCE_FASTMATH)
 def delta_norms(D, layout, nb, out):
@@ -208,8 +224,8 @@ def train_epoch(tid, n_threads, sync, shared, layout, act_params, params, grads,
     clip_value : float
         Value clipping threshold, or ``inf`` for none.
     dropout_p : float
-    rng0, rng1 : numpy.random.Generator
-        Dropout masks of shards 0 and 1.
+    rng0, rng1 : numpy.random.Generator or ndarray
+        Dropout masks of shards 0 and 1; :data:`NO_RNG` for a net without dropout.
     bn_eps, bn_momentum : float
     bn_state : ndarray
         Running batch-norm statistics, updated after every step (batch norm needs ``S = 1``).
@@ -265,7 +281,7 @@ def train_epoch(tid, n_threads, sync, shared, layout, act_params, params, grads,
                 for j in range(Y.shape[1]):
                     yb[i, j] = Y[k, j]
             if has_dropout:
-                draw_dropout_masks(rng0 if s == 0 else rng1, dropout_p, layout, rows, MK[s])
+                _masks_from(rng0 if s == 0 else rng1, dropout_p, layout, rows, MK[s])
             shared[SH_LOSS + s] = forward_backward(
                 layout, act_params, params, xb, yb, loss_code, training, bn_eps, bn_state,
                 H[s], U[s], A[s], XH[s], ST[s], MK[s], D[s], G0[s], G1[s], E[s], grads[s])
