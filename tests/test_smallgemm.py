@@ -9,6 +9,7 @@ from numba import njit
 from neurosim.kernels.smallgemm import (
     ENABLED,
     MAX_FLOAT32_VOLUME,
+    MAX_PACKED_K,
     _scipy_blas_paths,
     blas_threads,
     matmul_into,
@@ -78,6 +79,17 @@ def test_large_products_use_blas_and_agree():
     assert not _takes_block_path(a, b, c)
     matmul_into(a, b, c)
     np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4)
+
+
+def test_long_transposed_operands_use_blas():
+    """A ``b`` with contiguous columns is copied to a stack panel only up to MAX_PACKED_K rows."""
+    rng = np.random.default_rng(5)
+    for k in (MAX_PACKED_K, MAX_PACKED_K + 1):
+        a, b = _operands(rng, 2, k, 16, np.float32, False, True)
+        c = np.empty((2, 16), np.float32)
+        matmul_into(a, b, c)
+        _check(a, b, c)
+        assert _takes_block_path(a, b, c) == (ENABLED and k <= MAX_PACKED_K)
 
 
 def test_result_does_not_depend_on_the_row_split():

@@ -33,6 +33,9 @@ MAX_ROWS = 6  # rows of a result block: 2 * 6 accumulators + 2 loads + 1 broadca
 # Largest m * k * n computed here; above it BLAS's packing and cache blocking win.
 MAX_FLOAT32_VOLUME = 64 * 256 * 256
 MAX_FLOAT64_VOLUME = 64 * 128 * 128
+# Longest shared dimension of a product whose ``b`` is copied to a stack panel (k x NR values:
+# at most 128 KiB of the calling thread's stack).
+MAX_PACKED_K = 2048
 # Largest m * k * n when BLAS may use several threads: OpenBLAS runs products below about
 # 65536 * 4 multiply-adds on one thread anyway.
 MAX_VOLUME_THREADED_BLAS = 65536 * 4
@@ -194,6 +197,30 @@ def _block_kernel(rows):
 _block1, _block2, _block3, _block4, _block5, _block6 = (_block_kernel(r) for r in range(1, 7))
 
 
+@intrinsic
+def _stack_panel(typingctx, like, rows, cols):
+    """A C-contiguous ``(rows, cols)`` array of ``like``'s float type on the caller's stack
+    (valid until the calling function returns; nothing is allocated on the heap)."""
+    if not isinstance(like, types.Array):
+        return None
+    array_type = types.Array(like.dtype, 2, "C")
+
+    def codegen(context, builder, signature, args):
+        _, rows, cols = args
+        element = context.get_value_type(like.dtype)
+        item = context.get_constant(types.intp, context.get_abi_sizeof(element))
+        data = builder.alloca(element, size=builder.mul(rows, cols))
+        array = context.make_array(array_type)(context, builder)
+        context.populate_array(array, data=data,
+                               shape=cgutils.pack_array(builder, [rows, cols]),
+                               strides=cgutils.pack_array(builder, [builder.mul(cols, item),
+                                                                    item]),
+                               itemsize=item, meminfo=None)
+        return array._getvalue()
+
+    return array_type(like, types.intp, types.intp), codegen
+
+
 @njit(cache=True, inline="always")
 def _column_panel(a, a_rs, a_ks, b, b_off, b_rs, c, c_off, c_rs, m, k):
     """``c[:, cols] = a @ b[:, cols]`` for one panel of ``NR`` columns, ``MAX_ROWS`` rows at a
@@ -237,7 +264,7 @@ def uses_block_kernels(a, b, c):
         return False
     item = a.itemsize
     b_rows = b.strides[1] == item
-    b_cols = b.strides[0] == item
+    b_cols = b.strides[0] == item and k <= MAX_PACKED_K
     return (b_rows or b_cols) and c.strides[1] == item
 
 
@@ -258,7 +285,8 @@ def matmul_into(a, b, c):
     -----
     Small products (:func:`uses_block_kernels`) run in the register-blocked kernels; when ``b``
     has contiguous columns (``W.T``), ``NR`` of them at a time are first copied into a
-    ``(k, NR)`` panel with contiguous rows. Everything else calls ``np.dot``.
+    ``(k, NR)`` panel with contiguous rows on the stack (no heap allocation). Everything else
+    calls ``np.dot``.
     """
     if not uses_block_kernels(a, b, c):
         np.dot(a, b, c)
@@ -276,7 +304,7 @@ def matmul_into(a, b, c):
             _column_panel(a, a_rs, a_ks, b[:, j:], 0, b_rs, c, j, c_rs, m, k)
     else:
         bt = b.T  # (n, k), rows contiguous
-        panel = np.empty((k, nr), a.dtype)
+        panel = _stack_panel(a, k, nr)
         for j in range(0, n, nr):
             for jj in range(nr):
                 for kk in range(k):
