@@ -225,3 +225,21 @@ def test_bad_task_data(regression):
         ns.train(net, [X, Y])
     with pytest.raises(TypeError, match="net must be a neurosim MLP"):
         train_mlp(object(), (X, Y))
+
+
+def test_recorded_norms_of_a_vanishing_float32_signal_do_not_underflow():
+    """80 tanh layers at sigma_w = 0.5 shrink float32 deltas to ~1e-27 near the input: their
+    squares underflow float32, so the recorded norms must be summed in float64."""
+    net = ns.MLP([16] + [32] * 80 + [4], sigma_w=0.5, seed=1, dtype="float32")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((48, 16)).astype(np.float32)
+    Y = rng.standard_normal((48, 4)).astype(np.float32)
+    _, grads = net.gradients(X, Y)
+    grad_ref = [np.sqrt(np.sum(np.square(w, dtype=np.float64))) for w in grads.weights]
+    delta_ref = [np.mean(np.sqrt(np.sum(np.square(d, dtype=np.float64), axis=1)))
+                 for d in grads.deltas]
+    assert max(delta_ref[:3]) < 1e-24  # the regime the test is about
+    for shards in (1, 2):
+        hist = ns.train(net.copy(), (X, Y), epochs=1, batch_size=48, lr=1e-12, shards=shards)
+        np.testing.assert_allclose(hist.grad_norms[0], grad_ref, rtol=1e-5)
+        np.testing.assert_allclose(hist.delta_norms[0], delta_ref, rtol=1e-5)

@@ -34,7 +34,7 @@ from .dense import (
     forward_backward,
     update_running_stats,
 )
-from .optim import REDUCE_FASTMATH, clipped_sumsq, optimizer_step, weight_grad_norms
+from .optim import REDUCE_FASTMATH, clipped_sumsq, optimizer_step, sumsq64, weight_grad_norms
 from .scalar import like
 
 MAX_SHARDS = 2
@@ -156,14 +156,11 @@ def delta_norms(D, layout, nb, out):
 
 @njit(cache=True, error_model="numpy", fastmath=REDUCE_FASTMATH)
 def delta_row_norm_sum(D, layout, nb, l):
-    """Sum over the ``nb`` rows of ``||delta_l[i, :]||`` (float64)."""
+    """Sum over the ``nb`` rows of ``||delta_l[i, :]||`` (squares summed in float64)."""
     delta = block(D, nb, layout, l)
     total = 0.0
     for i in range(nb):
-        s = like(D, 0.0)
-        for j in range(delta.shape[1]):
-            s += delta[i, j] * delta[i, j]
-        total += np.sqrt(np.float64(s))
+        total += np.sqrt(sumsq64(delta[i]))
     return total
 
 
@@ -176,13 +173,13 @@ def combine_shards(grads, w0, w1, start, stop, clip_value):
     a = like(grads, w0)
     b = like(grads, w1)
     zero = like(grads, 0.0)
-    total = zero
+    total = 0.0
     probe = zero
     for i in range(g0.shape[0]):
         g = a * g0[i] + b * g1[i]
         g0[i] = g
         probe += g * zero
-        c = min(max(g, -clip_value), clip_value)
+        c = np.float64(min(max(g, -clip_value), clip_value))
         total += c * c
     return total, probe
 

@@ -60,40 +60,41 @@ def clipped_sumsq(grad, clip_value):
     Returns
     -------
     sumsq : float
+        Accumulated in float64 (no overflow of float32 squares above 1e19).
     finite : bool
         False when some entry of ``grad`` is NaN or infinite.
     """
-    total = like(grad, 0.0)
+    total = 0.0
     probe = like(grad, 0.0)
     for i in range(grad.shape[0]):
         g = grad[i]
         probe += g * like(grad, 0.0)
-        c = min(max(g, -clip_value), clip_value)
+        c = np.float64(min(max(g, -clip_value), clip_value))
         total += c * c
     return total, probe == like(grad, 0.0)
 
 
 @njit(cache=True, error_model="numpy", fastmath=REDUCE_FASTMATH)
-def sumsq(x):
-    """Sum of squares of a contiguous array (any shape)."""
-    flat = x.reshape(-1)
-    total = like(x, 0.0)
-    for i in range(flat.shape[0]):
-        total += flat[i] * flat[i]
+def sumsq64(x):
+    """Sum of squares of a 1-D array, accumulated in float64.
+
+    A float32 sum of squares underflows for entries below about 1e-19 and overflows above
+    about 1e19, inside the range of gradients of a deep net that vanish or explode; squared in
+    float64 they stay exact to 1e-154.
+    """
+    total = 0.0
+    for i in range(x.shape[0]):
+        v = np.float64(x[i])
+        total += v * v
     return total
 
 
 @njit(cache=True, error_model="numpy", fastmath=REDUCE_FASTMATH)
 def weight_grad_norms(grad, layout, out):
-    """``out[l] = ||dL/dW_l||_F`` for every layer (weights only, not biases)."""
+    """``out[l] = ||dL/dW_l||_F`` for every layer (weights only, not biases; float64 sums)."""
     for l in range(layout.shape[0]):
         start = layout[l, W_OFF]
-        # A view indexed from 0 lets numba drop the negative-index checks (and vectorise).
-        seg = grad[start:start + layout[l, N_IN] * layout[l, N_OUT]]
-        total = like(grad, 0.0)
-        for i in range(seg.shape[0]):
-            total += seg[i] * seg[i]
-        out[l] = np.sqrt(total)
+        out[l] = np.sqrt(sumsq64(grad[start:start + layout[l, N_IN] * layout[l, N_OUT]]))
 
 
 @njit(cache=True, error_model="numpy", fastmath=REDUCE_FASTMATH)

@@ -15,6 +15,8 @@ address is registered with LLVM under a fixed symbol name at import, so compiled
 the name and stays cacheable.
 """
 
+import math
+
 import llvmlite.binding as ll
 import numpy as np
 from llvmlite import ir
@@ -38,6 +40,7 @@ from .dense import (
     has_separate_outputs,
     layer_input,
 )
+from .optim import REDUCE_FASTMATH, sumsq64
 from .scalar import like
 
 for _name in ("dsyrk", "ssyrk"):
@@ -99,8 +102,8 @@ def _signal_stats(delta, delta_sum, h, u, code, p0, p1, p2, scratch, out, l):
     """Writes ``out[1:5, l]``: ``||delta_sum||^2``, the batch means of ``||delta_i||`` and
     ``||delta_i||^2``, and the mean of ``phi'(h)^2`` (``a = u``) over the batch and units.
 
-    The elementwise pass has no reductions (so it vectorises); the sums are dot products.
-    ``scratch`` holds at least ``nb * n`` values.
+    The elementwise pass has no reductions (so it vectorises); the sums of squares of the
+    signal are accumulated in float64. ``scratch`` holds at least ``nb * n`` values.
     """
     nb, n = h.shape
     d2 = scratch[:nb * n].reshape((nb, n))
@@ -117,19 +120,24 @@ def _signal_stats(delta, delta_sum, h, u, code, p0, p1, p2, scratch, out, l):
     sq_sum = 0.0
     d2_sum = 0.0
     for i in range(nb):
-        row = np.float64(np.dot(delta[i], delta[i]))
+        row = sumsq64(delta[i])  # float64: a vanishing float32 delta squares below 1e-38
         norm_sum += np.sqrt(row)
         sq_sum += row
         d2_sum += np.float64(np.dot(d2[i], d2[i]))
-    out[1, l] = np.float64(np.dot(delta_sum, delta_sum))
+    out[1, l] = sumsq64(delta_sum)
     out[2, l] = norm_sum / nb
     out[3, l] = sq_sum / nb
     out[4, l] = d2_sum / (nb * n)
 
 
 @njit(cache=True, error_model="numpy", fastmath=FASTMATH)
-def _frobenius_sq_of_product(a, e, ga, ge, scratch):
-    """``||a^T e||_F^2`` for ``a`` (nb, n_in), ``e`` (nb, n); Gram form when it is cheaper."""
+def _frobenius_sq_of_product(a, e, ga, ge, scratch, e_scaled):
+    """``||a^T e||_F^2`` for ``a`` (nb, n_in), ``e`` (nb, n); Gram form when it is cheaper.
+
+    The Gram matrix ``e e^T`` is formed from ``e`` times a power of two that brings its largest
+    entry near 1 (written to ``e_scaled``, ``>= nb * n`` values): the squares of a vanishing or
+    exploding float32 signal would underflow or overflow, and the scaling is exact.
+    """
     nb, n_in = a.shape
     n = e.shape[1]
     total = 0.0
@@ -140,19 +148,42 @@ def _frobenius_sq_of_product(a, e, ga, ge, scratch):
         ints = np.empty(4, np.int32)
         scalars = np.empty(2, a.dtype)
         gram_lower(a, gA, chars, ints, scalars)
-        gram_lower(e, gE, chars, ints, scalars)
+        scale = _power_of_two_scale(e)
+        if scale != 1.0:
+            es = e_scaled[:nb * n].reshape((nb, n))
+            factor = like(e, scale)
+            for i in range(nb):
+                for j in range(n):
+                    es[i, j] = e[i, j] * factor
+            gram_lower(es, gE, chars, ints, scalars)
+        else:
+            gram_lower(e, gE, chars, ints, scalars)
         off = 0.0
         for i in range(nb):
             total += np.float64(gA[i, i]) * np.float64(gE[i, i])
             for k in range(i):
                 off += np.float64(gA[i, k]) * np.float64(gE[i, k])
-        return total + 2.0 * off
+        return (total + 2.0 * off) / (scale * scale)
     prod = scratch[:n_in * n].reshape((n_in, n))
     np.dot(a.T, e, prod)
     for i in range(n_in):
         for j in range(n):
             total += np.float64(prod[i, j]) * np.float64(prod[i, j])
     return total
+
+
+@njit(cache=True, error_model="numpy", fastmath=REDUCE_FASTMATH)
+def _power_of_two_scale(x):
+    """``2^-e`` with ``2^(e-1) <= max|x| < 2^e``, ``e`` clamped to [-100, 100] (exact in float32
+    and float64); 1 when ``x`` is all zero or holds a NaN or inf."""
+    largest = like(x, 0.0)
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            largest = max(largest, abs(x[i, j]))
+    if not (largest > 0.0 and np.isfinite(largest)):
+        return 1.0
+    exponent = min(max(math.frexp(np.float64(largest))[1], -100), 100)
+    return math.ldexp(1.0, -exponent)
 
 
 @njit(cache=True, error_model="numpy", fastmath=FASTMATH)
@@ -200,7 +231,7 @@ def backward_norms(layout, act_params, params, X, training, H, U, A, MK, G0, G1,
                             code, p0, p1, p2, delta, delta_sum[:n])
         _signal_stats(delta, delta_sum[:n], h, u, code, p0, p1, p2, nxt, out, l)
         a_prev = layer_input(X, A, U, nb, layout, l, separate)
-        out[0, l] = _frobenius_sq_of_product(a_prev, delta, GA, GE, P)
+        out[0, l] = _frobenius_sq_of_product(a_prev, delta, GA, GE, P, nxt)
         w_flat = params[layout[l, W_OFF]:layout[l, W_OFF] + n_in * n]
         b_flat = params[layout[l, B_OFF]:layout[l, B_OFF] + n]
         out[5, l] = np.float64(np.dot(w_flat, w_flat))
