@@ -36,6 +36,7 @@ import math
 import os
 import statistics
 import sys
+import time
 
 import numpy as np
 
@@ -167,13 +168,16 @@ def rate_candidate():
     return numba_product(*square_operands(RATE_N, seed=3))
 
 
-def interleaved_steps(candidates, steps, rounds, per_call, warmup_steps=5):
+def interleaved_steps(candidates, steps, rounds, per_call, warmup_steps=5, settle=0.2):
     """Time candidates in alternating rounds; seconds per step of each.
 
     Each candidate is called until it has run ``steps`` steps (``per_call[name]`` steps per
     call, default 1), split evenly over ``rounds`` rounds, after about ``warmup_steps``
-    untimed steps. Returns name -> {"median", "q1", "q3", "n"} over the per-call times
-    divided by the steps per call (``n`` is the number of steps timed).
+    untimed steps. Before each candidate's turn the process sleeps ``settle`` seconds: the
+    worker threads of a threaded BLAS or OpenMP pool keep spinning for a while after the
+    previous candidate's last call and would otherwise take the cores from the next one.
+    Returns name -> {"median", "q1", "q3", "n"} over the per-call times divided by the steps
+    per call (``n`` is the number of steps timed).
     """
     calls = {name: max(1, math.ceil(steps / per_call.get(name, 1) / rounds))
              for name in candidates}
@@ -184,6 +188,7 @@ def interleaved_steps(candidates, steps, rounds, per_call, warmup_steps=5):
     for _ in range(rounds):
         for name, fn in candidates.items():
             k = per_call.get(name, 1)
+            time.sleep(settle)
             samples[name].extend(t / k for t in time_calls(fn, calls[name]))
     out = {}
     for name, values in samples.items():
@@ -210,6 +215,8 @@ def main(argv=None):
                         help="threads for every library (default: all cores)")
     parser.add_argument("--steps", type=int, default=50, help="timed steps per candidate")
     parser.add_argument("--rounds", type=int, default=5, help="alternation rounds")
+    parser.add_argument("--settle", type=float, default=0.2,
+                        help="seconds of sleep before each candidate's turn (default 0.2)")
     parser.add_argument("--configs", default="all",
                         help="comma-separated D:H:B triples, e.g. 20:64:32 (default all four)")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch")
@@ -236,7 +243,8 @@ def main(argv=None):
             cands["gemm 2048^3"] = rate_candidate()  # once per round
             res = interleaved_steps(cands, args.steps, args.rounds,
                                     per_call={"neurosim/epoch": EPOCH_STEPS,
-                                              "gemm 2048^3": args.steps})
+                                              "gemm 2048^3": args.steps},
+                                    settle=args.settle)
             results.append(((D, H, B), res))
             print(f"  done ({D}, {H}, {B}): " + ", ".join(
                 f"{k} {fmt_time(v['median'])} [{fmt_time(v['q1'])}, {fmt_time(v['q3'])}] "
