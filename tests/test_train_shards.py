@@ -1,12 +1,22 @@
 """Sharded minibatches: two shards on one or two threads give identical numbers, equal to the
 unsharded gradient up to rounding; the shard count follows the thread count by default."""
 
+import importlib
+
 import numpy as np
 import pytest
 
 import neurosim as ns
 from neurosim.kernels import mlp_train as kt
 from neurosim.train import MLPTrainer, _run_team
+
+train_module = importlib.import_module("neurosim.train")
+
+@pytest.fixture(autouse=True)
+def two_threads_even_for_small_nets(monkeypatch):
+    """The nets here are small enough that the trainer would run both shards on one thread;
+    these tests are about the two-thread path."""
+    monkeypatch.setattr(train_module, "MIN_MULTIPLY_ADDS_PER_THREAD", 0)
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +146,15 @@ def test_default_numbers_do_not_depend_on_threads(task):
     np.testing.assert_allclose(one.params, runs[0][0], rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match="shards must be 1 or 2, got 4"):
         ns.train(one, task, shards=4)
+
+
+def test_small_nets_run_both_shards_on_one_thread(task, monkeypatch):
+    monkeypatch.setattr(train_module, "MIN_MULTIPLY_ADDS_PER_THREAD", 8_000_000)
+    small = ns.MLP([64] + [64] * 20 + [10], dtype="float32")  # 32 x 83k = 2.7 M per step
+    X = np.zeros((64, 64), np.float32)
+    Y = np.zeros((64, 10), np.float32)
+    trainer = MLPTrainer(small, X, Y, batch_size=32, threads=2)
+    assert trainer.shards == 2 and trainer.threads == 1
+    wide = ns.MLP([64] + [256] * 4 + [10], dtype="float32")  # 64 x 216k = 13.8 M per step
+    trainer = MLPTrainer(wide, X, Y, batch_size=64, threads=2)
+    assert trainer.shards == 2 and trainer.threads == 2
