@@ -134,9 +134,9 @@ def _signal_stats(delta, delta_sum, h, u, code, p0, p1, p2, scratch, out, l):
 def _frobenius_sq_of_product(a, e, ga, ge, scratch, e_scaled):
     """``||a^T e||_F^2`` for ``a`` (nb, n_in), ``e`` (nb, n); Gram form when it is cheaper.
 
-    The Gram matrix ``e e^T`` is formed from ``e`` times a power of two that brings its largest
-    entry near 1 (written to ``e_scaled``, ``>= nb * n`` values): the squares of a vanishing or
-    exploding float32 signal would underflow or overflow, and the scaling is exact.
+    When the squares of ``e`` would underflow or overflow (a vanishing or exploding float32
+    signal), the Gram matrix ``e e^T`` is formed from ``e`` times a power of two that brings its
+    largest entry near 1 (written to ``e_scaled``, ``>= nb * n`` values; the scaling is exact).
     """
     nb, n_in = a.shape
     n = e.shape[1]
@@ -174,16 +174,20 @@ def _frobenius_sq_of_product(a, e, ga, ge, scratch, e_scaled):
 
 @njit(cache=True, error_model="numpy", fastmath=REDUCE_FASTMATH)
 def _power_of_two_scale(x):
-    """``2^-e`` with ``2^(e-1) <= max|x| < 2^e``, ``e`` clamped to [-100, 100] (exact in float32
-    and float64); 1 when ``x`` is all zero or holds a NaN or inf."""
+    """1 when the squares of ``x`` are safely inside its float type's range (largest entry in
+    [2^-40, 2^40]); otherwise ``2^-e`` with ``2^(e-1) <= max|x| < 2^e``, ``e`` clamped to
+    [-100, 100] (exact in float32 and float64). 1 for an all-zero ``x`` or one with NaN or inf.
+    """
     largest = like(x, 0.0)
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
             largest = max(largest, abs(x[i, j]))
     if not (largest > 0.0 and np.isfinite(largest)):
         return 1.0
-    exponent = min(max(math.frexp(np.float64(largest))[1], -100), 100)
-    return math.ldexp(1.0, -exponent)
+    exponent = math.frexp(np.float64(largest))[1]
+    if -40 <= exponent <= 40:
+        return 1.0
+    return math.ldexp(1.0, -min(max(exponent, -100), 100))
 
 
 @njit(cache=True, error_model="numpy", fastmath=FASTMATH)
