@@ -69,7 +69,7 @@ def time_calls(fn: Callable[[], object], n: int) -> list[float]:
 
 def interleaved(candidates: dict[str, Callable[[], object]], *, samples: int = 60,
                 rounds: int = 6, warmup: int = 5, max_seconds: float = 60.0,
-                per_call: dict[str, int] | None = None) -> dict[str, dict]:
+                per_call: dict[str, int] | None = None, settle: float = 0.0) -> dict[str, dict]:
     """Time several candidates in alternating rounds.
 
     Parameters
@@ -86,6 +86,9 @@ def interleaved(candidates: dict[str, Callable[[], object]], *, samples: int = 6
         Stop adding rounds (keeping at least one) once a candidate has used this much time.
     per_call : dict of name -> int, optional
         Units of work per call (e.g. steps per call); samples are divided by it.
+    settle : float
+        Seconds of sleep before each candidate's turn, so that the spinning worker threads of
+        the previous candidate's BLAS or OpenMP pool do not take the cores from the next one.
 
     Returns
     -------
@@ -102,6 +105,7 @@ def interleaved(candidates: dict[str, Callable[[], object]], *, samples: int = 6
         for name, fn in candidates.items():
             if r > 0 and spent[name] > max_seconds:
                 continue
+            time.sleep(settle)
             got = time_calls(fn, per_round)
             spent[name] += sum(got)
             k = per_call.get(name, 1)

@@ -119,7 +119,8 @@ def profile_rows(torch, dtype, threads, samples):
         "torch": lambda: torch_probe(torch, Ws, bs, tX, tY),
     }
     with pin_threads(threads):
-        res = interleaved(cands, samples=samples, rounds=5, warmup=3, max_seconds=60.0)
+        res = interleaved(cands, samples=samples, rounds=5, warmup=3, max_seconds=60.0,
+                          settle=0.2)
     ref = res["torch"]["median"]
     rows = [[name, dtype, threads, fmt_time(r["median"]), f"{ref / r['median']:.2f}x", r["n"]]
             for name, r in res.items()]
@@ -153,7 +154,7 @@ def sweep_rows(torch, dtype, threads, repeats):
     cands = {"neurosim sweep": ns_sweep, "torch sweep": torch_sweep,
              "torch sweep, rescaled": torch_sweep_rescaled}
     with pin_threads(threads):
-        res = interleaved(cands, samples=repeats, rounds=repeats, warmup=1,
+        res = interleaved(cands, samples=repeats, rounds=repeats, warmup=1, settle=0.2,
                           max_seconds=300.0)
     ref = res["torch sweep"]["median"]
     rows = [[name, dtype, threads, fmt_time(r["median"]), f"{ref / r['median']:.2f}x", r["n"]]
