@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from _vanishing import vanishing_float32_case
 
 import neurosim as ns
 from neurosim.analysis import meanfield as mf
@@ -276,15 +277,7 @@ def test_profile_over_training_from_a_history():
 def test_float32_profile_of_a_vanishing_signal_does_not_underflow():
     """Deltas of ~1e-27 square below float32's range: the profile's sums of squares (and the
     Gram form of ||dL/dW_l||) must not flush them to zero."""
-    net = ns.MLP([16] + [32] * 80 + [4], sigma_w=0.5, seed=1, dtype="float32")
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((48, 16)).astype(np.float32)
-    Y = rng.standard_normal((48, 4)).astype(np.float32)
-    _, grads = net.gradients(X, Y)
-    grad_ref = [np.sqrt(np.sum(np.square(w, dtype=np.float64))) for w in grads.weights]
-    delta_ref = [np.mean(np.sqrt(np.sum(np.square(d, dtype=np.float64), axis=1)))
-                 for d in grads.deltas]
-    assert max(delta_ref[:3]) < 1e-24
+    net, X, Y, grad_ref, delta_ref = vanishing_float32_case()
     profile = propagation_profile(net, X, Y)
     np.testing.assert_allclose(profile.grad_norms, grad_ref, rtol=1e-5)
     np.testing.assert_allclose(profile.delta_norms, delta_ref, rtol=1e-5)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from _vanishing import vanishing_float32_case
 
 import neurosim as ns
 from neurosim.history import History
@@ -228,17 +229,8 @@ def test_bad_task_data(regression):
 
 
 def test_recorded_norms_of_a_vanishing_float32_signal_do_not_underflow():
-    """80 tanh layers at sigma_w = 0.5 shrink float32 deltas to ~1e-27 near the input: their
-    squares underflow float32, so the recorded norms must be summed in float64."""
-    net = ns.MLP([16] + [32] * 80 + [4], sigma_w=0.5, seed=1, dtype="float32")
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((48, 16)).astype(np.float32)
-    Y = rng.standard_normal((48, 4)).astype(np.float32)
-    _, grads = net.gradients(X, Y)
-    grad_ref = [np.sqrt(np.sum(np.square(w, dtype=np.float64))) for w in grads.weights]
-    delta_ref = [np.mean(np.sqrt(np.sum(np.square(d, dtype=np.float64), axis=1)))
-                 for d in grads.deltas]
-    assert max(delta_ref[:3]) < 1e-24  # the regime the test is about
+    """Deltas of ~1e-27 square below float32's range: History must sum the squares in float64."""
+    net, X, Y, grad_ref, delta_ref = vanishing_float32_case()
     for shards in (1, 2):
         hist = ns.train(net.copy(), (X, Y), epochs=1, batch_size=48, lr=1e-12, shards=shards)
         np.testing.assert_allclose(hist.grad_norms[0], grad_ref, rtol=1e-5)
