@@ -218,7 +218,7 @@ class _RateRun:
         w_size = np.array([a * b for a, b in zip(model.sizes[:-1], model.sizes[1:],
                                                  strict=True)], np.int64)
         self.w_starts, self.w_stops = cuda.to_device(w_off), cuda.to_device(w_off + w_size)
-        self.seg_work = _gred.segment_workspace(model.n_layers, dt)
+        self.seg_work = _gred.segment_workspace(model.n_layers)
         self.unit_work = cuda.device_array((2 * model.n_layers, _gred.SEGMENT_PARTS), dt)
         self.row_work = cuda.device_array((model.n_layers, batch), dt)
         self.widths = cuda.to_device(np.asarray(model.sizes[1:], np.int64))

@@ -296,7 +296,7 @@ def test_segment_norms(dtype):
     out = poisoned((3, 4), dtype)
     gpu_reduce.segment_sumsq(cuda.to_device(x), dstarts, dstops, out, index=1)
     gpu_reduce.segment_sumsq(cuda.to_device(x), dstarts, dstops, out, index=2, squared=True,
-                             work=gpu_reduce.segment_workspace(4, dtype))
+                             work=gpu_reduce.segment_workspace(4))
     got = fetch(out)
     sums = np.array([np.sum(x[a:b].astype(np.float64) ** 2)
                      for a, b in zip(starts, stops, strict=True)])

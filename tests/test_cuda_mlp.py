@@ -168,23 +168,28 @@ def test_batchnorm_running_stats_and_dropout(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_weight_grad_norms_and_delta_norms(dtype):
+@pytest.mark.parametrize("magnitude", [1.0, 1e-27])
+def test_weight_grad_norms_and_delta_norms(dtype, magnitude):
+    """Also for a vanishing signal (1e-27), whose float32 squares would underflow: both
+    devices sum them in float64."""
     from neurosim.kernels import mlp_train as cpu_train
     from neurosim.kernels.cuda import mlp_train as gpu_train
 
     net = ns.MLP([3, 5, 4, 2], dtype=np.dtype(dtype).name)
     rng = np.random.default_rng(3)
-    grad = rng.normal(size=net.n_params).astype(dtype)
+    grad = (rng.normal(size=net.n_params) * magnitude).astype(dtype)
     want = np.empty(3)
     cpu_optim.weight_grad_norms(grad, net.layout, want)
+    assert np.all(want > 0.1 * magnitude)
     out = poisoned((2, 3), dtype)
     gpu_optim.weight_grad_norms(cuda.to_device(grad), net.layout, out, index=1)
-    assert_written_close(fetch(out)[1], want, dtype, scale=5)
+    assert_written_close(fetch(out)[1], want, dtype, scale=5 * magnitude)
     nb = 4
-    D = rng.normal(size=nb * 11).astype(dtype)
+    D = (rng.normal(size=nb * 11) * magnitude).astype(dtype)
     cpu_train.delta_norms(D, net.layout, nb, want)
+    assert np.all(want > 0.1 * magnitude)
     gpu_train.delta_norms(cuda.to_device(D), net.layout, nb, out, index=0)
-    assert_written_close(fetch(out)[0], want, dtype, scale=5)
+    assert_written_close(fetch(out)[0], want, dtype, scale=5 * magnitude)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

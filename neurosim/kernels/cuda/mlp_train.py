@@ -22,7 +22,7 @@ import math
 from types import SimpleNamespace
 
 import numpy as np
-from numba import cuda
+from numba import cuda, float64
 
 from ..dense import BN_RUN_OFF, BN_STAT_OFF, N_OUT, UNIT_OFF
 from ._launch import (
@@ -61,18 +61,19 @@ def _row_norms_kernel(dtype_name):
 
     @cuda.jit
     def kernel(D, starts, widths, nb, rows):
-        # block (i, l): rows[l, i] = ||delta_l[i, :]||
-        sh = cuda.shared.array(shape, dt)
+        # block (i, l): rows[l, i] = ||delta_l[i, :]||, squares summed in float64 (as on the
+        # CPU: float32 squares of a vanishing delta underflow)
+        sh = cuda.shared.array(shape, float64)
         l = cuda.blockIdx.y
         n = widths[l]
         for i in range(cuda.blockIdx.x, nb, cuda.gridDim.x):
             start = starts[l] + i * n
-            acc = dt(0.0)
+            acc = float64(0.0)
             for j in range(start + cuda.threadIdx.x, start + n, cuda.blockDim.x):
-                acc += D[j] * D[j]
+                acc += float64(D[j]) * float64(D[j])
             total = block_sum(sh, acc)
             if cuda.threadIdx.x == 0:
-                rows[l, i] = math.sqrt(total)
+                rows[l, i] = dt(math.sqrt(total))
 
     return kernel
 
@@ -152,7 +153,7 @@ def train_workspace(layout, batch, dtype):
         step_loss=cuda.device_array(1, dtype=dtype),
         sumsq_work=cuda.device_array((2, SUMSQ_PARTS), dtype=dtype),
         segments=(starts, stops),
-        segment_work=segment_workspace(L, dtype),
+        segment_work=segment_workspace(L),
         row_work=cuda.device_array((L, batch), dtype=dtype),
         unit_off=layout[:, UNIT_OFF].astype(np.int64),
         block_starts={},  # batch size -> device offsets of each layer's block in D

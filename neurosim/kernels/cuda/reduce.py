@@ -10,7 +10,7 @@ import math
 from functools import cache
 
 import numpy as np
-from numba import cuda
+from numba import cuda, float64
 
 from ._launch import (
     BLOCK_REDUCE,
@@ -66,20 +66,20 @@ def block_max(sh, v):
 
 @specialise
 def _segment_partials_kernel(dtype_name):
-    dt = numba_float(dtype_name)
     shape = (BLOCK_REDUCE,)
 
     @cuda.jit
     def kernel(x, y, starts, stops, partials):
-        # block (b, s) sums x * y (y = x when empty) over a strided share of segment s
-        sh = cuda.shared.array(shape, dt)
+        # block (b, s) sums x * y (y = x when empty) over a strided share of segment s, in
+        # float64: float32 squares of a vanishing gradient (below 1e-19) would underflow
+        sh = cuda.shared.array(shape, float64)
         t = cuda.threadIdx.x
         s = cuda.blockIdx.y
         stride = cuda.gridDim.x * cuda.blockDim.x
         other = y.shape[0] > 0
-        acc = dt(0.0)
+        acc = float64(0.0)
         for i in range(starts[s] + cuda.blockIdx.x * cuda.blockDim.x + t, stops[s], stride):
-            acc += x[i] * (y[i] if other else x[i])
+            acc += float64(x[i]) * float64(y[i] if other else x[i])
         total = block_sum(sh, acc)
         if t == 0:
             partials[s, cuda.blockIdx.x] = total
@@ -94,25 +94,27 @@ def _segment_finish_kernel(dtype_name):
 
     @cuda.jit
     def kernel(partials, out, index, squared, guard, guard_index):
-        sh = cuda.shared.array(shape, dt)
+        # partials are float64; the result is rounded once, to out's type
+        sh = cuda.shared.array(shape, float64)
         t = cuda.threadIdx.x
         s = cuda.blockIdx.x
-        acc = dt(0.0)
+        acc = float64(0.0)
         for b in range(t, partials.shape[1], cuda.blockDim.x):
             acc += partials[s, b]
         total = block_sum(sh, acc)
         if t == 0:
             value = total if squared else math.sqrt(total)
             if guard.shape[0] > 0 and not math.isfinite(guard[guard_index]):
-                value = dt(math.nan)
-            out[index, s] = value
+                value = math.nan
+            out[index, s] = dt(value)
 
     return kernel
 
 
-def segment_workspace(n_segments: int, dtype):
-    """Device workspace for :func:`segment_sumsq` (allocate once per run)."""
-    return cuda.device_array((n_segments, SEGMENT_PARTS), dtype=dtype)
+def segment_workspace(n_segments: int):
+    """Device workspace (float64 partial sums) for :func:`segment_sumsq` (allocate once per
+    run)."""
+    return cuda.device_array((n_segments, SEGMENT_PARTS), dtype=np.float64)
 
 
 def segment_sumsq(x, starts, stops, out, index=0, squared=False, work=None, guard=None,
@@ -131,8 +133,9 @@ def segment_sumsq(x, starts, stops, out, index=0, squared=False, work=None, guar
         Row of ``out`` to write (ignored for a 1-D ``out``).
     squared : bool
         Write the sum of squares instead of its square root (the Euclidean norm).
-    work : device array, shape (n_segments, SEGMENT_PARTS), optional
-        Workspace from :func:`segment_workspace`; allocated per call when omitted.
+    work : device array of float64, shape (n_segments, SEGMENT_PARTS), optional
+        Workspace from :func:`segment_workspace`; allocated per call when omitted. The squares
+        are summed in float64 whatever the type of ``x``.
     guard : device array, optional
         When ``guard[guard_index]`` is not finite the results are NaN (a record of a step whose
         loss was not finite, as on the CPU).
@@ -152,7 +155,7 @@ def segment_sumsq(x, starts, stops, out, index=0, squared=False, work=None, guar
     if n_seg == 0:
         return
     if work is None:
-        work = segment_workspace(n_seg, x.dtype)
+        work = segment_workspace(n_seg)
     check_shape("work", work, (n_seg, SEGMENT_PARTS))
     name = np.dtype(x.dtype).name
     if guard is None:
@@ -212,7 +215,7 @@ def segment_unit_distances(x, y, starts, stops, nx, ny, out_minus, out_plus, ind
         :func:`segment_sumsq`); a zero norm gives zero distances.
     out_minus, out_plus : device arrays, shape (n_rows, n_segments)
         Row ``index`` receives the distances.
-    work : device array, shape (2 * n_segments, SEGMENT_PARTS), optional
+    work : device array of float64, shape (2 * n_segments, SEGMENT_PARTS), optional
     """
     check_float_arrays(("x", "y", "nx", "ny", "out_minus", "out_plus"),
                        (x, y, nx, ny, out_minus, out_plus))
@@ -220,7 +223,7 @@ def segment_unit_distances(x, y, starts, stops, nx, ny, out_minus, out_plus, ind
     if n_seg == 0:
         return
     if work is None:
-        work = cuda.device_array((2 * n_seg, SEGMENT_PARTS), dtype=x.dtype)
+        work = cuda.device_array((2 * n_seg, SEGMENT_PARTS), dtype=np.float64)
     check_shape("work", work, (2 * n_seg, SEGMENT_PARTS))
     name = np.dtype(x.dtype).name
     _unit_partials_kernel(name)[(SEGMENT_PARTS, n_seg), BLOCK_REDUCE](x, y, starts, stops, nx,
@@ -239,8 +242,9 @@ def _no_guard(dtype_name):
 def _signatures(dt, int_t, bool_t):
     name, v, m = str(dt), dt[::1], dt[:, ::1]
     iv = int_t[::1]
-    return [("segment_partials", _segment_partials_kernel(name).py_func, (v, v, iv, iv, m)),
+    p = float64[:, ::1]  # partial sums
+    return [("segment_partials", _segment_partials_kernel(name).py_func, (v, v, iv, iv, p)),
             ("unit_partials", _unit_partials_kernel(name).py_func,
-             (v, v, iv, iv, m, m, int_t, m)),
+             (v, v, iv, iv, m, m, int_t, p)),
             ("segment_finish", _segment_finish_kernel(name).py_func,
-             (m, m, int_t, bool_t, v, int_t))]
+             (p, m, int_t, bool_t, v, int_t))]
