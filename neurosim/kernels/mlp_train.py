@@ -165,9 +165,10 @@ def delta_row_norm_sum(D, layout, nb, l):
 
 
 @njit(cache=True, error_model="numpy", fastmath=REDUCE_FASTMATH)
-def combine_shards(grads, w0, w1, start, stop, clip_value):
-    """``grads[0] = w0 grads[0] + w1 grads[1]`` on ``[start, stop)``, with the sum of squares
-    of the value-clipped result and a finiteness probe (0, or NaN) of the same range."""
+def combine_shards(grads, w0, w1, start, stop, clip_value, with_sumsq):
+    """``grads[0] = w0 grads[0] + w1 grads[1]`` on ``[start, stop)``, with the float64 sum of
+    squares of the value-clipped result (0 unless ``with_sumsq``, as in
+    :func:`.optim.clipped_sumsq`) and a finiteness probe (0, or NaN) of the same range."""
     g0 = grads[0, start:stop]
     g1 = grads[1, start:stop]
     a = like(grads, w0)
@@ -175,12 +176,18 @@ def combine_shards(grads, w0, w1, start, stop, clip_value):
     zero = like(grads, 0.0)
     total = 0.0
     probe = zero
-    for i in range(g0.shape[0]):
-        g = a * g0[i] + b * g1[i]
-        g0[i] = g
-        probe += g * zero
-        c = np.float64(min(max(g, -clip_value), clip_value))
-        total += c * c
+    if with_sumsq:
+        for i in range(g0.shape[0]):
+            g = a * g0[i] + b * g1[i]
+            g0[i] = g
+            probe += g * zero
+            c = np.float64(min(max(g, -clip_value), clip_value))
+            total += c * c
+    else:
+        for i in range(g0.shape[0]):
+            g = a * g0[i] + b * g1[i]
+            g0[i] = g
+            probe += g * zero
     return total, probe
 
 
@@ -256,6 +263,7 @@ def train_epoch(tid, n_threads, sync, shared, layout, act_params, params, grads,
     has_dropout = dropout_p > 0.0
     has_bn = bn_state.shape[0] > 0
     cv = like(params, clip_value)
+    with_sumsq = clip_norm > 0.0  # the gradient's norm is needed only to clip it
     rec = rec0
     steps = 0
     training = record_every > 0  # a run-time value: a literal would compile a second variant
@@ -294,7 +302,7 @@ def train_epoch(tid, n_threads, sync, shared, layout, act_params, params, grads,
         w1 = 0.0
         if active == 1:
             if tid == 0:
-                total, finite = clipped_sumsq(grads[0], cv)
+                total, finite = clipped_sumsq(grads[0], cv, with_sumsq)
                 shared[SH_SUMSQ] = total
                 shared[SH_PROBE] = 0.0 if finite else np.nan
         else:
@@ -303,7 +311,7 @@ def train_epoch(tid, n_threads, sync, shared, layout, act_params, params, grads,
             loss = w0 * shared[SH_LOSS] + w1 * shared[SH_LOSS + 1]
             for c in range(tid, active, n_threads):
                 total, probe = combine_shards(grads, w0, w1, c * n_params // active,
-                                              (c + 1) * n_params // active, cv)
+                                              (c + 1) * n_params // active, cv, with_sumsq)
                 shared[SH_SUMSQ + c] = total
                 shared[SH_PROBE + c] = probe
         if not barrier(sync, n_threads):
