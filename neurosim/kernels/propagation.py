@@ -42,6 +42,7 @@ from .dense import (
 )
 from .optim import REDUCE_FASTMATH, sumsq64
 from .scalar import like
+from .smallgemm import matmul_into
 
 for _name in ("dsyrk", "ssyrk"):
     ll.add_symbol(f"neurosim_{_name}",
@@ -165,7 +166,7 @@ def _frobenius_sq_of_product(a, e, ga, ge, scratch, e_scaled):
                 off += np.float64(gA[i, k]) * np.float64(gE[i, k])
         return (total + 2.0 * off) / (scale * scale)
     prod = scratch[:n_in * n].reshape((n_in, n))
-    np.dot(a.T, e, prod)
+    matmul_into(a.T, e, prod)
     for i in range(n_in):
         for j in range(n):
             total += np.float64(prod[i, j]) * np.float64(prod[i, j])
