@@ -124,13 +124,13 @@ def blas_threads():
 def _block_kernel(rows):
     """An intrinsic computing one ``rows x NR`` block of ``c = a @ b`` (``rows`` <= MAX_ROWS).
 
-    Arguments (offsets and strides in elements): ``a, a_off, a_row_stride, a_k_stride, b, b_off,
-    b_row_stride, c, c_off, c_row_stride, k_len``; ``b`` rows must hold ``NR`` contiguous values
-    from ``b_off + k * b_row_stride``; the block is written (not added) to ``c``. ``k_len >= 1``.
+    Arguments (offsets and strides in elements): ``a, a_off, a_row_stride, a_k_stride, b,
+    b_row_stride, c, c_off, c_row_stride, k_len``; row ``k`` of ``b`` must hold ``NR`` contiguous
+    values from ``k * b_row_stride``; the block is written (not added) to ``c``. ``k_len >= 1``.
     """
 
     @intrinsic
-    def block_kernel(typingctx, a, a_off, a_rs, a_ks, b, b_off, b_rs, c, c_off, c_rs, k_len):
+    def block_kernel(typingctx, a, a_off, a_rs, a_ks, b, b_rs, c, c_off, c_rs, k_len):
         arrays = (a, b, c)
         if not all(isinstance(x, types.Array) for x in arrays):
             return None
@@ -138,13 +138,13 @@ def _block_kernel(rows):
         if dtype not in (types.float32, types.float64) or b.dtype != dtype or c.dtype != dtype:
             return None
         intp = types.intp
-        sig = types.void(a, intp, intp, intp, b, intp, intp, c, intp, intp, intp)
+        sig = types.void(a, intp, intp, intp, b, intp, c, intp, intp, intp)
 
         def codegen(context, builder, signature, args):
-            a_val, a_off, a_rs, a_ks, b_val, b_off, b_rs, c_val, c_off, c_rs, k_len = args
+            a_val, a_off, a_rs, a_ks, b_val, b_rs, c_val, c_off, c_rs, k_len = args
             a_ptr = context.make_array(signature.args[0])(context, builder, a_val).data
             b_ptr = context.make_array(signature.args[4])(context, builder, b_val).data
-            c_ptr = context.make_array(signature.args[7])(context, builder, c_val).data
+            c_ptr = context.make_array(signature.args[6])(context, builder, c_val).data
             scalar = context.get_value_type(dtype)
             item = context.get_abi_sizeof(scalar)
             lanes = VECTOR_BYTES // item
@@ -169,7 +169,7 @@ def _block_kernel(rows):
                    for _ in range(rows)]
             with cgutils.for_range(builder, k_len, intp=index) as loop:
                 k = loop.index
-                b_row = builder.add(b_off, builder.mul(k, b_rs))
+                b_row = builder.mul(k, b_rs)
                 b_vecs = [builder.load(vector_at(b_ptr, builder.add(b_row, const(v * lanes))),
                                        align=item) for v in range(N_VECTORS)]
                 a_col = builder.add(a_off, builder.mul(k, a_ks))
@@ -222,26 +222,26 @@ def _stack_panel(typingctx, like, rows, cols):
 
 
 @njit(cache=True, inline="always")
-def _column_panel(a, a_rs, a_ks, b, b_off, b_rs, c, c_off, c_rs, m, k):
-    """``c[:, cols] = a @ b[:, cols]`` for one panel of ``NR`` columns, ``MAX_ROWS`` rows at a
-    time (the last block has ``m % MAX_ROWS`` rows)."""
+def _column_panel(a, a_rs, a_ks, b, b_rs, c, c_off, c_rs, m, k):
+    """``c[:, cols] = a @ b[:, :NR]`` for one panel of ``NR`` columns starting at ``c_off``,
+    ``MAX_ROWS`` rows at a time (the last block has ``m % MAX_ROWS`` rows)."""
     i = 0
     while i + MAX_ROWS <= m:
-        _block6(a, i * a_rs, a_rs, a_ks, b, b_off, b_rs, c, c_off + i * c_rs, c_rs, k)
+        _block6(a, i * a_rs, a_rs, a_ks, b, b_rs, c, c_off + i * c_rs, c_rs, k)
         i += MAX_ROWS
     rest = m - i
     ao = i * a_rs
     co = c_off + i * c_rs
     if rest == 1:
-        _block1(a, ao, a_rs, a_ks, b, b_off, b_rs, c, co, c_rs, k)
+        _block1(a, ao, a_rs, a_ks, b, b_rs, c, co, c_rs, k)
     elif rest == 2:
-        _block2(a, ao, a_rs, a_ks, b, b_off, b_rs, c, co, c_rs, k)
+        _block2(a, ao, a_rs, a_ks, b, b_rs, c, co, c_rs, k)
     elif rest == 3:
-        _block3(a, ao, a_rs, a_ks, b, b_off, b_rs, c, co, c_rs, k)
+        _block3(a, ao, a_rs, a_ks, b, b_rs, c, co, c_rs, k)
     elif rest == 4:
-        _block4(a, ao, a_rs, a_ks, b, b_off, b_rs, c, co, c_rs, k)
+        _block4(a, ao, a_rs, a_ks, b, b_rs, c, co, c_rs, k)
     elif rest == 5:
-        _block5(a, ao, a_rs, a_ks, b, b_off, b_rs, c, co, c_rs, k)
+        _block5(a, ao, a_rs, a_ks, b, b_rs, c, co, c_rs, k)
 
 
 @njit(cache=True)
@@ -301,7 +301,7 @@ def matmul_into(a, b, c):
     if b.strides[1] == item:
         b_rs = b.strides[0] // item
         for j in range(0, n, nr):
-            _column_panel(a, a_rs, a_ks, b[:, j:], 0, b_rs, c, j, c_rs, m, k)
+            _column_panel(a, a_rs, a_ks, b[:, j:], b_rs, c, j, c_rs, m, k)
     else:
         bt = b.T  # (n, k), rows contiguous
         panel = _stack_panel(a, k, nr)
@@ -309,4 +309,4 @@ def matmul_into(a, b, c):
             for jj in range(nr):
                 for kk in range(k):
                     panel[kk, jj] = bt[j + jj, kk]
-            _column_panel(a, a_rs, a_ks, panel, 0, nr, c, j, c_rs, m, k)
+            _column_panel(a, a_rs, a_ks, panel, nr, c, j, c_rs, m, k)
