@@ -75,46 +75,47 @@ def interleaved(candidates: dict[str, Callable[[], object]], *, samples: int = 6
     Parameters
     ----------
     candidates : dict of name -> callable
-        Each call runs one unit of work (e.g. one training step).
+        Each call runs ``per_call[name]`` units of work (default 1; e.g. training steps).
     samples : int
-        Samples per candidate in total (split over ``rounds``); at least 50 for the reports.
+        Units of work timed per candidate in total (split over ``rounds``, at least one call
+        per round); at least 50 for the reports.
     rounds : int
         Rounds of alternation.
     warmup : int
-        Untimed calls per candidate before the first round.
+        Untimed units of work per candidate before the first round (rounded up to whole
+        calls).
     max_seconds : float
         Stop adding rounds (keeping at least one) once a candidate has used this much time.
     per_call : dict of name -> int, optional
-        Units of work per call (e.g. steps per call); samples are divided by it.
+        Units of work per call; times are divided by it.
     settle : float
         Seconds of sleep before each candidate's turn, so that the spinning worker threads of
         the previous candidate's BLAS or OpenMP pool do not take the cores from the next one.
 
     Returns
     -------
-    dict of name -> {"median", "q1", "q3", "n"} (seconds per unit of work)
+    dict of name -> {"median", "q1", "q3", "n"} (seconds per unit of work; ``n`` units timed)
     """
     per_call = per_call or {}
-    for fn in candidates.values():
-        for _ in range(warmup):
+    for name, fn in candidates.items():
+        for _ in range(-(-warmup // per_call.get(name, 1))):
             fn()
-    per_round = max(1, -(-samples // rounds))
     collected = {name: [] for name in candidates}
     spent = dict.fromkeys(candidates, 0.0)
     for r in range(rounds):
         for name, fn in candidates.items():
             if r > 0 and spent[name] > max_seconds:
                 continue
-            time.sleep(settle)
-            got = time_calls(fn, per_round)
-            spent[name] += sum(got)
             k = per_call.get(name, 1)
+            time.sleep(settle)
+            got = time_calls(fn, max(1, -(-samples // (k * rounds))))
+            spent[name] += sum(got)
             collected[name].extend(t / k for t in got)
     out = {}
     for name, values in collected.items():
         q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
         out[name] = {"median": statistics.median(values), "q1": q[0], "q3": q[2],
-                     "n": len(values)}
+                     "n": len(values) * per_call.get(name, 1)}
     return out
 
 

@@ -34,9 +34,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
@@ -48,13 +46,13 @@ from _common import (  # noqa: E402
     fmt_time,
     format_table,
     gemm_rates,
+    interleaved,
     machine_summary,
     mlp_flops,
     mlp_sizes,
     numba_product,
     pin_threads,
     square_operands,
-    time_calls,
     torch_mlp_step,
     try_import_torch,
 )
@@ -168,36 +166,6 @@ def rate_candidate():
     return numba_product(*square_operands(RATE_N, seed=3))
 
 
-def interleaved_steps(candidates, steps, rounds, per_call, warmup_steps=5, settle=0.2):
-    """Time candidates in alternating rounds; seconds per step of each.
-
-    Each candidate is called until it has run ``steps`` steps (``per_call[name]`` steps per
-    call, default 1), split evenly over ``rounds`` rounds, after about ``warmup_steps``
-    untimed steps. Before each candidate's turn the process sleeps ``settle`` seconds: the
-    worker threads of a threaded BLAS or OpenMP pool keep spinning for a while after the
-    previous candidate's last call and would otherwise take the cores from the next one.
-    Returns name -> {"median", "q1", "q3", "n"} over the per-call times divided by the steps
-    per call (``n`` is the number of steps timed).
-    """
-    calls = {name: max(1, math.ceil(steps / per_call.get(name, 1) / rounds))
-             for name in candidates}
-    for name, fn in candidates.items():
-        for _ in range(max(1, warmup_steps // per_call.get(name, 1))):
-            fn()
-    samples = {name: [] for name in candidates}
-    for _ in range(rounds):
-        for name, fn in candidates.items():
-            k = per_call.get(name, 1)
-            time.sleep(settle)
-            samples[name].extend(t / k for t in time_calls(fn, calls[name]))
-    out = {}
-    for name, values in samples.items():
-        q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
-        out[name] = {"median": statistics.median(values), "q1": q[0], "q3": q[2],
-                     "n": len(values) * per_call.get(name, 1)}
-    return out
-
-
 def fmt_or_dash(seconds):
     return "-" if math.isnan(seconds) else fmt_time(seconds)
 
@@ -241,10 +209,10 @@ def main(argv=None):
                 cands["torch"] = torch_candidate(torch, D, H, B)
             cands["gemm"] = gemm_candidate(D, H, B)
             cands["gemm 2048^3"] = rate_candidate()  # once per round
-            res = interleaved_steps(cands, args.steps, args.rounds,
-                                    per_call={"neurosim/epoch": EPOCH_STEPS,
-                                              "gemm 2048^3": args.steps},
-                                    settle=args.settle)
+            res = interleaved(cands, samples=args.steps, rounds=args.rounds, warmup=5,
+                              max_seconds=math.inf, settle=args.settle,
+                              per_call={"neurosim/epoch": EPOCH_STEPS,
+                                        "gemm 2048^3": args.steps})
             results.append(((D, H, B), res))
             print(f"  done ({D}, {H}, {B}): " + ", ".join(
                 f"{k} {fmt_time(v['median'])} [{fmt_time(v['q1'])}, {fmt_time(v['q3'])}] "
