@@ -28,7 +28,7 @@ sys.path[:0] = [os.path.dirname(_HERE), _HERE]
 
 from _common import format_table, interleaved, machine_summary, pin_threads  # noqa: E402
 
-SHAPES = [(32, 64, 64), (64, 128, 128), (64, 256, 256)]
+SHAPES = [(32, 64, 64), (64, 128, 128), (64, 256, 256), (128, 256, 256)]
 
 
 def _loops():

@@ -9,7 +9,9 @@ from numba import njit
 from neurosim.kernels.smallgemm import (
     ENABLED,
     MAX_FLOAT32_VOLUME,
+    MAX_PACKED_BYTES,
     MAX_PACKED_K,
+    MIN_ROWS_TO_PACK,
     _scipy_blas_paths,
     blas_threads,
     matmul_into,
@@ -109,6 +111,40 @@ def test_result_does_not_depend_on_the_row_split():
     packed = np.empty((13, 32), np.float32)
     matmul_into(a, bt, packed)
     assert np.array_equal(packed, full)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("b_transposed", [False, True])
+@pytest.mark.parametrize("whole", [True, False])
+def test_copied_panels_whole_and_one_at_a_time(dtype, b_transposed, whole):
+    """``b`` copied to panels (rows far apart or columns contiguous): whole when it fits in
+    MAX_PACKED_BYTES, else panel by panel, with a ragged last tile along ``k``; the bits equal
+    those of the unpacked kernels (the first rows of ``a`` with a ``b`` of contiguous rows:
+    fewer than MIN_ROWS_TO_PACK rows read ``b`` in place)."""
+    if not ENABLED:
+        pytest.skip("block kernels disabled on this CPU")
+    item = np.dtype(dtype).itemsize
+    nr = panel_width(item)
+    if whole:
+        m, k, n = MIN_ROWS_TO_PACK, 37, 4 * nr
+    else:
+        k, n = MAX_PACKED_BYTES // (item * 3 * nr) + 3, 3 * nr
+        m = MIN_ROWS_TO_PACK if dtype == np.float32 else 8
+        if dtype == np.float64 and not b_transposed:
+            pytest.skip("float64: a b with contiguous rows too large to copy whole exceeds "
+                        "MAX_FLOAT64_VOLUME at MIN_ROWS_TO_PACK rows")
+    assert (k * n * item <= MAX_PACKED_BYTES) == whole
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    rng = np.random.default_rng(6)
+    a, b = _operands(rng, m, k, n, dtype, False, b_transposed)
+    c = np.full((m, n), np.nan, dtype)
+    head = np.empty((5, n), dtype)
+    with threadpoolctl.threadpool_limits(1):  # as in training: products beside BLAS threads
+        assert _takes_block_path(a, b, c)
+        matmul_into(a, b, c)
+        matmul_into(a[:5], np.ascontiguousarray(b), head)
+    _check(a, b, c)
+    assert np.array_equal(head, c[:5])
 
 
 def test_non_finite_values_propagate():

@@ -10,11 +10,25 @@ vector loads of a row of ``b``, two fused multiply-adds per row). Every element 
 the plain sequential sum over ``k`` with one rounding per fused multiply-add, so the numbers
 depend neither on threads nor on the library.
 
+The kernels read ``b`` as panels of ``NR`` columns with adjacent rows. A ``b`` whose rows are far
+apart in memory (a weight matrix ``W`` of width 128 or more: its rows are 512 bytes or more
+apart, and a panel's rows fall into a few cache sets and evict each other) or whose columns are
+contiguous (``W.T``) is first copied into such panels on the stack: whole, in one sweep along
+the contiguous axis of ``b``, when it takes at most ``MAX_PACKED_BYTES``, else one panel at a
+time; rows are copied as vectors, columns as transposed square tiles of one vector's width. The
+copy only moves values, so packed and unpacked products give the same bits.
+
 Large products, widths that are not a multiple of ``NR`` and machines without AVX2 and FMA go to
 BLAS (``np.dot``) unchanged; :func:`uses_block_kernels` says which path a product takes. The size
 limit is lower while the BLAS numba calls may use several threads (its thread count is read at
 run time): a product that threaded BLAS would split across cores stays with BLAS. The engine's
 training loop runs BLAS on one thread, so training always takes the block kernels.
+
+The block-kernel product is compiled once per float type, as a C entry point (``cfunc``, cached
+on disk) registered with LLVM under a fixed symbol name at import, and every specialisation of
+:func:`matmul_into` calls it by that name. Compiled inline instead, its unrolled kernels were
+optimised again inside every kernel calling :func:`matmul_into`, which cost about one second of
+compilation per caller and specialisation.
 """
 
 import ctypes
@@ -23,7 +37,7 @@ import os
 import numpy as np
 from llvmlite import binding as llvm_binding
 from llvmlite import ir
-from numba import config, njit, types
+from numba import carray, cfunc, config, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -31,11 +45,16 @@ VECTOR_BYTES = 32  # one AVX register
 N_VECTORS = 2  # vectors per row of a result block: NR = 2 * 32 / itemsize columns
 MAX_ROWS = 6  # rows of a result block: 2 * 6 accumulators + 2 loads + 1 broadcast registers
 # Largest m * k * n computed here; above it BLAS's packing and cache blocking win.
-MAX_FLOAT32_VOLUME = 64 * 256 * 256
+MAX_FLOAT32_VOLUME = 128 * 256 * 256
 MAX_FLOAT64_VOLUME = 64 * 128 * 128
-# Longest shared dimension of a product whose ``b`` is copied to a stack panel (k x NR values:
-# at most 128 KiB of the calling thread's stack).
+# Longest shared dimension of a product whose ``b`` is copied one panel at a time to the stack
+# (k x NR values: at most 128 KiB of the calling thread's stack).
 MAX_PACKED_K = 2048
+# Largest ``b`` copied whole to the stack (bytes).
+MAX_PACKED_BYTES = 256 * 1024
+# Fewest rows of ``a`` for which a ``b`` with contiguous rows is copied to panels: with fewer
+# rows the copy costs more than the adjacent rows save.
+MIN_ROWS_TO_PACK = 48
 # Largest m * k * n when BLAS may use several threads: OpenBLAS runs products below about
 # 65536 * 4 multiply-adds on one thread anyway.
 MAX_VOLUME_THREADED_BLAS = 65536 * 4
@@ -53,6 +72,7 @@ def _host_has_fma_vectors() -> bool:
 ENABLED = _host_has_fma_vectors()
 
 _THREADS_SYMBOL = "neurosim_blas_get_num_threads"
+_GEMM_SYMBOLS = {types.float32: "neurosim_gemm_f32", types.float64: "neurosim_gemm_f64"}
 _GET_THREADS_NAMES = ("scipy_openblas_get_num_threads", "openblas_get_num_threads",
                       "scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_")
 
@@ -197,28 +217,127 @@ def _block_kernel(rows):
 _block1, _block2, _block3, _block4, _block5, _block6 = (_block_kernel(r) for r in range(1, 7))
 
 
+def _vector_type(context, dtype):
+    scalar = context.get_value_type(dtype)
+    item = context.get_abi_sizeof(scalar)
+    return ir.VectorType(scalar, VECTOR_BYTES // item), item
+
+
 @intrinsic
-def _stack_panel(typingctx, like, rows, cols):
-    """A C-contiguous ``(rows, cols)`` array of ``like``'s float type on the caller's stack
-    (valid until the calling function returns; nothing is allocated on the heap)."""
-    if not isinstance(like, types.Array):
+def _copy_vectors(typingctx, src, src_off, dst, dst_off, n_vectors):
+    """``dst[dst_off:][:L] = src[src_off:][:L]``, ``L = n_vectors`` SIMD vectors of elements
+    (offsets in elements from each array's first element; unaligned loads and stores)."""
+    if not (isinstance(src, types.Array) and isinstance(dst, types.Array)
+            and src.dtype == dst.dtype and src.dtype in (types.float32, types.float64)):
         return None
-    array_type = types.Array(like.dtype, 2, "C")
+    intp = types.intp
 
     def codegen(context, builder, signature, args):
-        _, rows, cols = args
+        s_val, s_off, d_val, d_off, n_vec = args
+        s_ptr = context.make_array(signature.args[0])(context, builder, s_val).data
+        d_ptr = context.make_array(signature.args[2])(context, builder, d_val).data
+        vec, item = _vector_type(context, src.dtype)
+        index = context.get_value_type(intp)
+        with cgutils.for_range(builder, n_vec, intp=index) as loop:
+            off = builder.mul(loop.index, ir.Constant(index, vec.count))
+            value = builder.load(builder.bitcast(builder.gep(s_ptr, [builder.add(s_off, off)]),
+                                                 vec.as_pointer()), align=item)
+            builder.store(value, builder.bitcast(builder.gep(d_ptr, [builder.add(d_off, off)]),
+                                                 vec.as_pointer()), align=item)
+        return context.get_dummy_value()
+
+    return types.void(src, intp, dst, intp, intp), codegen
+
+
+def _transpose_stages(builder, rows, lanes, i32):
+    """Shuffles turning ``lanes`` row vectors of a square tile into its column vectors (the
+    AVX unpack / shuffle / lane-permute network: 3 stages for 8 lanes, 2 for 4)."""
+    def mask(indices):
+        return ir.Constant(ir.VectorType(i32, lanes), [ir.Constant(i32, i) for i in indices])
+
+    if lanes == 4:
+        t = []
+        for p in range(2):
+            t.append(builder.shuffle_vector(rows[2 * p], rows[2 * p + 1], mask([0, 4, 2, 6])))
+            t.append(builder.shuffle_vector(rows[2 * p], rows[2 * p + 1], mask([1, 5, 3, 7])))
+        return [builder.shuffle_vector(t[0], t[2], mask([0, 1, 4, 5])),
+                builder.shuffle_vector(t[1], t[3], mask([0, 1, 4, 5])),
+                builder.shuffle_vector(t[0], t[2], mask([2, 3, 6, 7])),
+                builder.shuffle_vector(t[1], t[3], mask([2, 3, 6, 7]))]
+    t = []
+    for p in range(4):
+        t.append(builder.shuffle_vector(rows[2 * p], rows[2 * p + 1],
+                                        mask([0, 8, 1, 9, 4, 12, 5, 13])))
+        t.append(builder.shuffle_vector(rows[2 * p], rows[2 * p + 1],
+                                        mask([2, 10, 3, 11, 6, 14, 7, 15])))
+    s = []
+    for p in range(2):
+        x0, x1, y0, y1 = t[4 * p:4 * p + 4]
+        for x, y in ((x0, y0), (x1, y1)):
+            s.append(builder.shuffle_vector(x, y, mask([0, 1, 8, 9, 4, 5, 12, 13])))
+            s.append(builder.shuffle_vector(x, y, mask([2, 3, 10, 11, 6, 7, 14, 15])))
+    # s[0..3]: columns (0|4), (1|5), (2|6), (3|7) of rows 0-3 (low | high 128-bit lane);
+    # s[4..7] the same of rows 4-7.
+    cols = [None] * 8
+    for q in range(4):
+        cols[q] = builder.shuffle_vector(s[q], s[4 + q], mask([0, 1, 2, 3, 8, 9, 10, 11]))
+        cols[q + 4] = builder.shuffle_vector(s[q], s[4 + q],
+                                             mask([4, 5, 6, 7, 12, 13, 14, 15]))
+    return cols
+
+
+@intrinsic
+def _transpose_tile(typingctx, src, src_off, src_row_stride, dst, dst_off, dst_row_stride):
+    """Transpose one square tile of ``L x L`` elements (``L`` values per SIMD vector: 8 float32
+    or 4 float64): ``dst[dst_off + c * dst_rs + r] = src[src_off + r * src_rs + c]``."""
+    if not (isinstance(src, types.Array) and isinstance(dst, types.Array)
+            and src.dtype == dst.dtype and src.dtype in (types.float32, types.float64)):
+        return None
+    intp = types.intp
+
+    def codegen(context, builder, signature, args):
+        s_val, s_off, s_rs, d_val, d_off, d_rs = args
+        s_ptr = context.make_array(signature.args[0])(context, builder, s_val).data
+        d_ptr = context.make_array(signature.args[3])(context, builder, d_val).data
+        vec, item = _vector_type(context, src.dtype)
+        index = context.get_value_type(intp)
+        lanes = vec.count
+
+        def at(ptr, offset):
+            return builder.bitcast(builder.gep(ptr, [offset]), vec.as_pointer())
+
+        rows = [builder.load(at(s_ptr, builder.add(s_off, builder.mul(ir.Constant(index, r),
+                                                                       s_rs))), align=item)
+                for r in range(lanes)]
+        cols = _transpose_stages(builder, rows, lanes, ir.IntType(32))
+        for c, column in enumerate(cols):
+            builder.store(column, at(d_ptr, builder.add(d_off, builder.mul(ir.Constant(index, c),
+                                                                           d_rs))), align=item)
+        return context.get_dummy_value()
+
+    return types.void(src, intp, intp, dst, intp, intp), codegen
+
+
+@intrinsic
+def _stack_buffer(typingctx, like, size):
+    """A 1-D array of ``size`` elements of ``like``'s float type on the caller's stack (valid
+    until the calling function returns; nothing is allocated on the heap)."""
+    if not isinstance(like, types.Array):
+        return None
+    array_type = types.Array(like.dtype, 1, "C")
+
+    def codegen(context, builder, signature, args):
+        _, size = args
         element = context.get_value_type(like.dtype)
         item = context.get_constant(types.intp, context.get_abi_sizeof(element))
-        data = builder.alloca(element, size=builder.mul(rows, cols))
+        data = builder.alloca(element, size=size)
         array = context.make_array(array_type)(context, builder)
-        context.populate_array(array, data=data,
-                               shape=cgutils.pack_array(builder, [rows, cols]),
-                               strides=cgutils.pack_array(builder, [builder.mul(cols, item),
-                                                                    item]),
-                               itemsize=item, meminfo=None)
+        context.populate_array(array, data=data, shape=cgutils.pack_array(builder, [size]),
+                               strides=cgutils.pack_array(builder, [item]), itemsize=item,
+                               meminfo=None)
         return array._getvalue()
 
-    return array_type(like, types.intp, types.intp), codegen
+    return array_type(like, types.intp), codegen
 
 
 @njit(cache=True, inline="always")
@@ -268,6 +387,34 @@ def uses_block_kernels(a, b, c):
     return (b_rows or b_cols) and c.strides[1] == item
 
 
+@intrinsic
+def _call_gemm(typingctx, a, a_len, a_rs, a_ks, b, b_len, b_rs, b_cs, c, c_len, c_rs, m, k, n):
+    """Call the compiled :func:`_gemm_entry` of ``a``'s float type through its registered
+    symbol (compiled code refers to the name, so it stays cacheable and does not carry its own
+    copy of the block kernels)."""
+    if not all(isinstance(x, types.Array) for x in (a, b, c)):
+        return None
+    dtype = a.dtype
+    if dtype not in _GEMM_SYMBOLS or b.dtype != dtype or c.dtype != dtype:
+        return None
+    intp = types.intp
+    sig = types.void(a, intp, intp, intp, b, intp, intp, intp, c, intp, intp, intp, intp, intp)
+
+    def codegen(context, builder, signature, args):
+        ptr = context.get_value_type(dtype).as_pointer()
+        index = context.get_value_type(intp)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ptr, index, index, index] * 2
+                                            + [ptr] + [index] * 5), _GEMM_SYMBOLS[dtype])
+        values = list(args)
+        for i in (0, 4, 8):
+            values[i] = context.make_array(signature.args[i])(context, builder, args[i]).data
+        builder.call(fn, values)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(cache=True, error_model="numpy")
 def matmul_into(a, b, c):
     """``c = a @ b`` in place.
@@ -283,10 +430,10 @@ def matmul_into(a, b, c):
 
     Notes
     -----
-    Small products (:func:`uses_block_kernels`) run in the register-blocked kernels; when ``b``
-    has contiguous columns (``W.T``), ``NR`` of them at a time are first copied into a
-    ``(k, NR)`` panel with contiguous rows on the stack (no heap allocation). Everything else
-    calls ``np.dot``.
+    Small products (:func:`uses_block_kernels`) run in the register-blocked kernels, after
+    ``b`` is copied into panels of ``NR`` columns on the stack (no heap allocation) when its
+    columns are contiguous (``W.T``) or, for ``m >= MIN_ROWS_TO_PACK``, its rows are not
+    adjacent (module docstring). Everything else calls ``np.dot``.
     """
     if not uses_block_kernels(a, b, c):
         np.dot(a, b, c)
@@ -294,19 +441,93 @@ def matmul_into(a, b, c):
     m, k = a.shape
     n = b.shape[1]
     item = a.itemsize
-    a_rs = a.strides[0] // item
-    a_ks = a.strides[1] // item
+    a_rs, a_ks = a.strides[0] // item, a.strides[1] // item
+    b_rs, b_cs = b.strides[0] // item, b.strides[1] // item
     c_rs = c.strides[0] // item
-    nr = panel_width(item)
-    if b.strides[1] == item:
-        b_rs = b.strides[0] // item
-        for j in range(0, n, nr):
-            _column_panel(a, a_rs, a_ks, b[:, j:], b_rs, c, j, c_rs, m, k)
-    else:
-        bt = b.T  # (n, k), rows contiguous
-        panel = _stack_panel(a, k, nr)
-        for j in range(0, n, nr):
-            for jj in range(nr):
-                for kk in range(k):
-                    panel[kk, jj] = bt[j + jj, kk]
-            _column_panel(a, a_rs, a_ks, panel, nr, c, j, c_rs, m, k)
+    _call_gemm(a, (m - 1) * abs(a_rs) + (k - 1) * abs(a_ks) + 1, a_rs, a_ks,
+               b, (k - 1) * b_rs + max(n - 1, 0) * b_cs + 1, b_rs, b_cs,
+               c, (m - 1) * c_rs + n, c_rs, m, k, n)
+
+
+def _gemm_entry(a_ptr, a_len, a_rs, a_ks, b_ptr, b_len, b_rs, b_cs, c_ptr, c_len, c_rs, m, k, n):
+    """C entry point of the block-kernel product (compiled once per float type, below):
+    ``c = a @ b`` for flat buffers of ``a_len``, ``b_len``, ``c_len`` elements and strides in
+    elements (``b_rs == 1`` or ``b_cs == 1``; ``c``'s rows contiguous)."""
+    _gemm_core(carray(a_ptr, (a_len,)), a_rs, a_ks, carray(b_ptr, (b_len,)), b_rs, b_cs,
+               carray(c_ptr, (c_len,)), c_rs, m, k, n)
+
+
+@njit(cache=True, error_model="numpy")
+def _gemm_core(a, a_rs, a_ks, b, b_rs, b_cs, c, c_rs, m, k, n):
+    nr = panel_width(a.itemsize)
+    in_place = b_cs == 1 and (b_rs == nr or m < MIN_ROWS_TO_PACK or k > MAX_PACKED_K)
+    whole = not in_place and k * n * a.itemsize <= MAX_PACKED_BYTES
+    buf = _stack_buffer(a, 1 if in_place else (n * k if whole else k * nr))
+    if whole:
+        _pack_all_panels(b, b_rs, b_cs, k, n, nr, buf)
+    for j in range(0, n, nr):
+        # one call site: the block kernels are compiled once
+        if in_place:
+            panel, panel_rs = b[j:], b_rs
+        elif whole:
+            panel, panel_rs = buf[j * k:], nr
+        else:
+            _pack_panel(b, b_rs, b_cs, j, k, nr, buf)
+            panel, panel_rs = buf, nr
+        _column_panel(a, a_rs, a_ks, panel, panel_rs, c, j, c_rs, m, k)
+
+
+@njit(cache=True, inline="always")
+def _pack_panel(b, b_rs, b_cs, j, k, nr, panel):
+    """``panel[kk * nr + jj] = b[kk, j + jj]`` (flat ``b`` with strides ``b_rs, b_cs``) with
+    vector copies (``b_cs == 1``) or transposed tiles (``b_rs == 1``)."""
+    if b_cs == 1:
+        for kk in range(k):
+            _copy_vectors(b, kk * b_rs + j, panel, kk * nr, N_VECTORS)
+        return
+    lanes = nr // N_VECTORS
+    whole = k - k % lanes
+    for kk in range(0, whole, lanes):
+        for v in range(N_VECTORS):
+            _transpose_tile(b, (j + v * lanes) * b_cs + kk, b_cs, panel, kk * nr + v * lanes,
+                            nr)
+    for kk in range(whole, k):
+        for jj in range(nr):
+            panel[kk * nr + jj] = b[kk + (j + jj) * b_cs]
+
+
+@njit(cache=True, inline="always")
+def _pack_all_panels(b, b_rs, b_cs, k, n, nr, panels):
+    """Every panel of ``b`` (as :func:`_pack_panel`; panel ``p`` from ``panels[p * k * nr]``),
+    reading ``b`` along its contiguous axis in long sweeps."""
+    if b_cs == 1:
+        for kk in range(k):
+            for j in range(0, n, nr):
+                _copy_vectors(b, kk * b_rs + j, panels, j * k + kk * nr, N_VECTORS)
+        return
+    lanes = nr // N_VECTORS
+    whole = k - k % lanes
+    for j in range(0, n, lanes):
+        out = (j // nr) * k * nr + j % nr  # panel j // nr, its columns from j % nr
+        for kk in range(0, whole, lanes):
+            _transpose_tile(b, j * b_cs + kk, b_cs, panels, out + kk * nr, nr)
+        for kk in range(whole, k):
+            for jj in range(lanes):
+                panels[out + kk * nr + jj] = b[kk + (j + jj) * b_cs]
+
+
+def _compile_gemm_entries():
+    """Compile (or load from the cache) :func:`_gemm_entry` for float32 and float64 and
+    register the entry points under the names :func:`_call_gemm` calls."""
+    intp = types.intp
+    for dtype, symbol in _GEMM_SYMBOLS.items():
+        ptr = types.CPointer(dtype)
+        signature = types.void(ptr, intp, intp, intp, ptr, intp, intp, intp, ptr, intp, intp,
+                               intp, intp, intp)
+        entry = cfunc(signature, cache=True, error_model="numpy")(_gemm_entry)
+        _GEMM_ENTRIES.append(entry)  # keeps the compiled code alive
+        llvm_binding.add_symbol(symbol, entry.address)
+
+
+_GEMM_ENTRIES = []
+_compile_gemm_entries()
