@@ -15,9 +15,9 @@ threads:
 
 Sweep: 20 weight scales in [0.5, 3] x 3 seeds, each a fresh network and one probe.
 ``neurosim sweep`` is :func:`neurosim.analysis.propagation.propagation_sweep` (one
-initialisation per seed, weights rescaled per scale: the same networks); ``torch sweep`` builds
-every network from scratch, as a PyTorch user would; ``torch sweep, rescaled`` gives PyTorch the
-same reuse of random draws.
+initialisation per seed, weights rescaled per scale: the same networks; as many probes at a
+time as threads, each on one thread); ``torch sweep`` builds every network from scratch, as a
+PyTorch user would; ``torch sweep, rescaled`` gives PyTorch the same reuse of random draws.
 
 Targets (issue 4): profile >= 1.5x faster than torch, sweep >= 2x.
 
@@ -137,7 +137,7 @@ def sweep_rows(torch, dtype, threads, repeats):
 
     def ns_sweep():
         return propagation_sweep(sizes(), SWEEP_SIGMAS, SWEEP_SEEDS, X, Y, activation="tanh",
-                                 sigma_b=SIGMA_B, dtype=dtype)
+                                 sigma_b=SIGMA_B, dtype=dtype, threads=threads)
 
     def torch_sweep():
         for seed in SWEEP_SEEDS:

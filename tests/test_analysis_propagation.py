@@ -252,6 +252,22 @@ def test_sweep_equals_probes_built_one_by_one(data):
                 assert sweep.ratio[i, j] == pytest.approx(p.delta_fit.ratio, rel=1e-12)
     with pytest.raises(ValueError, match="swept"):
         propagation_sweep(sizes, sw, [0], X, Y, seed=3)
+    with pytest.raises(ValueError, match="threads"):
+        propagation_sweep(sizes, sw, [0], X, Y, threads=0)
+
+
+def test_sweep_numbers_do_not_depend_on_threads():
+    """Concurrent probes, each on one thread with one BLAS thread: the same bits as serial
+    probes (float32 products large enough that a two-thread BLAS would take them)."""
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((32, 128)).astype(np.float32)
+    Y = rng.standard_normal((32, 10)).astype(np.float32)
+    sizes = [128, 128, 128, 128, 10]
+    runs = [propagation_sweep(sizes, [0.8, 1.2, 2.0], [0, 1], X, Y, dtype="float32",
+                              threads=t) for t in (1, 2, 4)]
+    for other in runs[1:]:
+        for name in ("loss", "grad_norms", "delta_norms", "delta_sq_ratios", "ratio"):
+            assert np.array_equal(getattr(runs[0], name), getattr(other, name)), name
 
 
 # ------------------------------------------------------------------------ History and fits

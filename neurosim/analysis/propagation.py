@@ -651,13 +651,15 @@ class ProfileSweep:
 
 
 def propagation_sweep(sizes, sigma_w, seeds, X, Y, *, loss="mse", theory=True,
-                      progress=False, **mlp_params) -> ProfileSweep:
+                      progress=False, threads=None, **mlp_params) -> ProfileSweep:
     """:func:`propagation_profile` of an MLP at initialisation for every ``(seed, sigma_w)``.
 
     Every initializer scales one set of random draws by ``sigma_w``, so each seed's network is
     built once and its weights rescaled for each ``sigma_w``: the probes are those of
     ``MLP(sizes, sigma_w=s, seed=seed, **mlp_params)`` (to rounding) at the cost of one
-    initialisation per seed.
+    initialisation per seed. Probes run concurrently on ``threads`` threads, each probe on one
+    thread with BLAS limited to one thread (where threadpoolctl is installed), so the numbers
+    do not depend on ``threads``.
 
     Parameters
     ----------
@@ -672,6 +674,9 @@ def propagation_sweep(sizes, sigma_w, seeds, X, Y, *, loss="mse", theory=True,
         Mean-field predictions beside each probe.
     progress : bool
         A tqdm bar over the probes.
+    threads : int, optional
+        Probes computed at the same time (default: :func:`neurosim.train.default_threads`, as
+        in training); each thread holds one extra copy of a network.
     **mlp_params
         Further :class:`neurosim.MLP` arguments (activation, init, sigma_b, dtype, ...), not
         ``sigma_w`` or ``seed``.
@@ -681,6 +686,7 @@ def propagation_sweep(sizes, sigma_w, seeds, X, Y, *, loss="mse", theory=True,
     ProfileSweep
     """
     from ..ann import MLP
+    from ..train import _run_team, default_threads
 
     for key in ("sigma_w", "seed"):
         if key in mlp_params:
@@ -693,31 +699,42 @@ def propagation_sweep(sizes, sigma_w, seeds, X, Y, *, loss="mse", theory=True,
              for i, s in enumerate(np.atleast_1d(np.asarray(seeds)).tolist())]
     if not seeds:
         raise ValueError("seeds must hold at least one seed")
+    threads = default_threads() if threads is None else check_int("threads", threads,
+                                                                    minimum=1)
+    n_probes = len(seeds) * sw.size
+    threads = min(threads, n_probes)
+    nets = [MLP(sizes, sigma_w=1.0, seed=seed, **mlp_params) for seed in seeds]
+    # The measured scales of a rescaled network are those of its base times s.
+    base_sigmas = [_layered(net).sigmas() for net in nets]
+    probes = [None] * n_probes
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(seeds) * sw.size, desc="propagation_sweep", unit="probe")
-    rows = []
+        bar = tqdm(total=n_probes, desc="propagation_sweep", unit="probe")
+
+    def work(tid):
+        # Thread tid takes probes tid, tid + threads, ... on its own copy of the seed's network.
+        net, net_seed = None, -1
+        for i in range(tid, n_probes, threads):
+            j, q = divmod(i, sw.size)
+            if net_seed != j:
+                net, net_seed = nets[j].copy(), j
+            s = sw[q]
+            for view, w in zip(net.weights, nets[j].weights, strict=True):
+                np.multiply(w, net.dtype.type(s), out=view)
+            base_sw, base_sb = base_sigmas[j]
+            probes[i] = _profile_mlp(net, X, Y, None, loss, True, bool(theory),
+                                     sigmas=(base_sw * s, base_sb))
+            if bar is not None:
+                bar.update(1)
+
     try:
-        for seed in seeds:
-            net = MLP(sizes, sigma_w=1.0, seed=seed, **mlp_params)
-            base = [w.copy() for w in net.weights]
-            views = net.weights
-            # The measured scales of the rescaled network are those of the base times s.
-            base_sw, base_sb = _layered(net).sigmas()
-            row = []
-            for s in sw:
-                for view, w in zip(views, base, strict=True):
-                    np.multiply(w, net.dtype.type(s), out=view)
-                row.append(_profile_mlp(net, X, Y, None, loss, True, bool(theory),
-                                        sigmas=(base_sw * s, base_sb)))
-                if bar is not None:
-                    bar.update(1)
-            rows.append(row)
+        _run_team(threads, work)
     finally:
         if bar is not None:
             bar.close()
+    rows = [probes[j * sw.size:(j + 1) * sw.size] for j in range(len(seeds))]
 
     def stack(get):
         return np.array([[get(p) for p in row] for row in rows])

@@ -14,7 +14,7 @@ MSE = 0
 CROSS_ENTROPY = 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def loss_and_output_grad(loss_code, out, Y, grad):
     """Loss and its gradient with respect to the network output.
 

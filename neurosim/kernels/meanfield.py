@@ -173,7 +173,7 @@ def _panel1(code, p0, p1, p2, na, nb, nc, nd, m, s, lo, hi, xk, wk, wg, vals):
     return _rule(vals, h, wk, wg)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def expect1(code, params, na, nb, nc, nd, m, s, features, rtol, xk, wk, wg):
     """``E[g(x)]`` for ``x ~ N(m, s^2)``, ``g = x^nd phi^na phi'^nb phi''^nc``.
 

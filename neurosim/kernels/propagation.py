@@ -191,7 +191,7 @@ def _power_of_two_scale(x):
     return math.ldexp(1.0, -min(max(exponent, -100), 100))
 
 
-@njit(cache=True, error_model="numpy", fastmath=FASTMATH)
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=FASTMATH)
 def backward_norms(layout, act_params, params, X, training, H, U, A, MK, G0, G1, DL, GA, GE, P,
                    out):
     """Backward pass that records per-layer norms instead of gradients (no batch norm).
