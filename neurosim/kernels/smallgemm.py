@@ -166,9 +166,8 @@ def _block_kernel(rows):
             b_ptr = context.make_array(signature.args[4])(context, builder, b_val).data
             c_ptr = context.make_array(signature.args[6])(context, builder, c_val).data
             scalar = context.get_value_type(dtype)
-            item = context.get_abi_sizeof(scalar)
-            lanes = VECTOR_BYTES // item
-            vec = ir.VectorType(scalar, lanes)
+            vec, item = _vector_type(context, dtype)
+            lanes = vec.count
             vec_ptr = vec.as_pointer()
             index = context.get_value_type(intp)
             i32 = ir.IntType(32)
@@ -217,6 +216,11 @@ def _block_kernel(rows):
 _block1, _block2, _block3, _block4, _block5, _block6 = (_block_kernel(r) for r in range(1, 7))
 
 
+def _same_float_arrays(src, dst):
+    return (isinstance(src, types.Array) and isinstance(dst, types.Array)
+            and src.dtype == dst.dtype and src.dtype in (types.float32, types.float64))
+
+
 def _vector_type(context, dtype):
     scalar = context.get_value_type(dtype)
     item = context.get_abi_sizeof(scalar)
@@ -227,8 +231,7 @@ def _vector_type(context, dtype):
 def _copy_vectors(typingctx, src, src_off, dst, dst_off, n_vectors):
     """``dst[dst_off:][:L] = src[src_off:][:L]``, ``L = n_vectors`` SIMD vectors of elements
     (offsets in elements from each array's first element; unaligned loads and stores)."""
-    if not (isinstance(src, types.Array) and isinstance(dst, types.Array)
-            and src.dtype == dst.dtype and src.dtype in (types.float32, types.float64)):
+    if not _same_float_arrays(src, dst):
         return None
     intp = types.intp
 
@@ -290,8 +293,7 @@ def _transpose_stages(builder, rows, lanes, i32):
 def _transpose_tile(typingctx, src, src_off, src_row_stride, dst, dst_off, dst_row_stride):
     """Transpose one square tile of ``L x L`` elements (``L`` values per SIMD vector: 8 float32
     or 4 float64): ``dst[dst_off + c * dst_rs + r] = src[src_off + r * src_rs + c]``."""
-    if not (isinstance(src, types.Array) and isinstance(dst, types.Array)
-            and src.dtype == dst.dtype and src.dtype in (types.float32, types.float64)):
+    if not _same_float_arrays(src, dst):
         return None
     intp = types.intp
 
@@ -498,22 +500,15 @@ def _pack_panel(b, b_rs, b_cs, j, k, nr, panel):
 
 @njit(cache=True, inline="always")
 def _pack_all_panels(b, b_rs, b_cs, k, n, nr, panels):
-    """Every panel of ``b`` (as :func:`_pack_panel`; panel ``p`` from ``panels[p * k * nr]``),
-    reading ``b`` along its contiguous axis in long sweeps."""
+    """Every panel of ``b`` (as :func:`_pack_panel`; panel ``p`` from ``panels[p * k * nr]``);
+    rows of ``b`` are read each in one sweep."""
     if b_cs == 1:
         for kk in range(k):
             for j in range(0, n, nr):
                 _copy_vectors(b, kk * b_rs + j, panels, j * k + kk * nr, N_VECTORS)
         return
-    lanes = nr // N_VECTORS
-    whole = k - k % lanes
-    for j in range(0, n, lanes):
-        out = (j // nr) * k * nr + j % nr  # panel j // nr, its columns from j % nr
-        for kk in range(0, whole, lanes):
-            _transpose_tile(b, j * b_cs + kk, b_cs, panels, out + kk * nr, nr)
-        for kk in range(whole, k):
-            for jj in range(lanes):
-                panels[out + kk * nr + jj] = b[kk + (j + jj) * b_cs]
+    for j in range(0, n, nr):
+        _pack_panel(b, b_rs, b_cs, j, k, nr, panels[j * k:])
 
 
 def _compile_gemm_entries():
