@@ -8,7 +8,8 @@ at least 50 steps after warm-up:
 
 - ``neurosim``: :class:`neurosim.train.MLPTrainer` (the compiled loop :func:`neurosim.train`
   runs) on a training set of exactly B samples, so every call runs one step, Python call
-  overhead included; ``threads=--threads``. This is the number the targets are judged on;
+  overhead included; ``threads=--threads`` and one shard per thread the trainer runs (one
+  shard for a net too small for a second thread). This is the number the targets are judged on;
 - ``neurosim/epoch``: the same on 20 B samples, 20 steps per call (the per-step cost inside an
   epoch, how :func:`neurosim.train` runs);
 - ``neurosim+rec``: one step per call with the per-layer gradient and delta norms recorded
@@ -82,10 +83,14 @@ def neurosim_candidates(D, H, B, threads, extras=True):
         variants += [("neurosim/epoch", EPOCH_STEPS * B, 10**12), ("neurosim+rec", B, 1)]
     for name, n, record_every in variants:
         net = ns.MLP(mlp_sizes(D, H), activation="tanh", seed=0, dtype="float32")
-        # One shard per thread: the fastest setting a user can pick (ns.train(shards=...)).
-        trainer = MLPTrainer(net, X[:n], Y[:n], optimizer="sgd", lr=LR, batch_size=B,
-                             record_every=record_every, threads=threads,
-                             shards=min(threads, 2))
+        # One shard per thread the trainer runs: the fastest setting a user can pick
+        # (ns.train(shards=...)). A net too small for a second thread runs on one, where a
+        # whole-batch shard is faster than two halves.
+        for shards in range(min(threads, 2), 0, -1):
+            trainer = MLPTrainer(net, X[:n], Y[:n], optimizer="sgd", lr=LR, batch_size=B,
+                                 record_every=record_every, threads=threads, shards=shards)
+            if trainer.threads >= trainer.shards:
+                break
         trainer.run_epoch()  # compile or load from the cache
         out[name] = trainer.run_epoch
     return out
