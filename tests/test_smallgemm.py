@@ -15,6 +15,7 @@ from neurosim.kernels.smallgemm import (
     _scipy_blas_paths,
     blas_threads,
     matmul_into,
+    matmul_part_into,
     panel_width,
     uses_block_kernels,
 )
@@ -111,6 +112,32 @@ def test_result_does_not_depend_on_the_row_split():
     packed = np.empty((13, 32), np.float32)
     matmul_into(a, bt, packed)
     assert np.array_equal(packed, full)
+
+
+@njit(cache=True)
+def _column_part(a, b, c, lo, hi):
+    matmul_part_into(a, b[:, lo:hi], c[:, lo:hi])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("b_transposed", [False, True])
+def test_column_parts_of_a_product(dtype, b_transposed):
+    """Column slices of ``W`` or ``W.T`` into column slices of the result, as threads split a
+    product: the block kernels at any size (the bits of the whole block-kernel product),
+    BLAS through copies for widths off the panel grid, and the other columns untouched."""
+    rng = np.random.default_rng(5)
+    m, k, n = 64, 256, 256  # above the float64 size limit of matmul_into
+    a, b = _operands(rng, m, k, n, dtype, False, b_transposed)
+    nr = panel_width(np.dtype(dtype).itemsize)
+    for lo, hi in ((0, 128), (128, 256), (2 * nr, 5 * nr), (96, 96 + nr + 3)):
+        c = np.full((m, n), 7.0, dtype)
+        _column_part(a, b, c, lo, hi)
+        _check(a, b[:, lo:hi], c[:, lo:hi])
+        assert np.all(c[:, :lo] == 7.0) and np.all(c[:, hi:] == 7.0)
+        if ENABLED and (hi - lo) % nr == 0:
+            whole = np.empty((m, hi - lo), dtype)
+            matmul_part_into(a, np.ascontiguousarray(b[:, lo:hi]), whole)
+            assert np.array_equal(c[:, lo:hi], whole)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -374,14 +374,22 @@ def panel_width(dtype_size):
 @njit(cache=True)
 def uses_block_kernels(a, b, c):
     """True when :func:`matmul_into` computes ``a @ b`` with the block kernels (else BLAS)."""
+    if not fits_block_kernels(a, b, c):
+        return False
+    volume = a.shape[0] * a.shape[1] * b.shape[1]
+    if volume > MAX_VOLUME_THREADED_BLAS and _blas_threads() != 1:
+        return False
+    return volume <= (MAX_FLOAT32_VOLUME if a.itemsize == 4 else MAX_FLOAT64_VOLUME)
+
+
+@njit(cache=True)
+def fits_block_kernels(a, b, c):
+    """True when the block kernels can compute ``a @ b`` into ``c`` whatever its size: AVX2
+    and FMA, no empty dimension, ``n`` a multiple of ``NR``, ``b``'s rows or (for
+    ``k <= MAX_PACKED_K``) columns contiguous and ``c``'s rows contiguous."""
     m, k = a.shape
     n = b.shape[1]
     if not ENABLED or m == 0 or k == 0 or n % panel_width(a.itemsize) != 0:
-        return False
-    limit = MAX_FLOAT32_VOLUME if a.itemsize == 4 else MAX_FLOAT64_VOLUME
-    if m * k * n > MAX_VOLUME_THREADED_BLAS and _blas_threads() != 1:
-        return False
-    if m * k * n > limit:
         return False
     item = a.itemsize
     b_rows = b.strides[1] == item
@@ -440,6 +448,41 @@ def matmul_into(a, b, c):
     if not uses_block_kernels(a, b, c):
         np.dot(a, b, c)
         return
+    _block_product(a, b, c)
+
+
+@njit(cache=True, error_model="numpy")
+def matmul_part_into(a, b, c):
+    """``c = a @ b`` in place, for one part of a product that the caller has split (by
+    columns, between threads): the block kernels whatever the size, else BLAS.
+
+    Parameters
+    ----------
+    a : ndarray, shape (m, k)
+        Any strides.
+    b : ndarray, shape (k, n)
+        Any strides; column slices of ``W`` or ``W.T`` take the block kernels.
+    c : ndarray, shape (m, n)
+        Output, any strides (a column slice of a larger result), same float type; must not
+        overlap ``a`` or ``b``.
+
+    Notes
+    -----
+    Large parts take the block kernels too: BLAS would block and thread the part for a
+    whole product. Where the block kernels cannot run (:func:`fits_block_kernels`), ``b`` and
+    the result go through contiguous copies to ``np.dot``, which takes only contiguous
+    operands.
+    """
+    if fits_block_kernels(a, b, c):
+        _block_product(a, b, c)
+        return
+    out = np.empty(c.shape, c.dtype)
+    np.dot(np.ascontiguousarray(a), np.ascontiguousarray(b), out)
+    c[:, :] = out
+
+
+@njit(cache=True, inline="always")
+def _block_product(a, b, c):
     m, k = a.shape
     n = b.shape[1]
     item = a.itemsize
