@@ -201,19 +201,30 @@ def bias_activation(h, b, code, p0, p1, p2, out):
     out : ndarray, shape (nb, n)
         ``phi(h)``.
     """
-    nb, n = h.shape
-    if code == TANH:
-        for i in range(nb):
-            for j in range(n):
-                v = h[i, j] + b[j]
-                h[i, j] = v
-                out[i, j] = tanh_fast(v)
-    else:
-        for i in range(nb):
-            for j in range(n):
-                v = h[i, j] + b[j]
-                h[i, j] = v
-                out[i, j] = phi(code, v, p0, p1, p2)
+    bias_activation_cols(h, b, code, p0, p1, p2, out, 0, h.shape[1])
+
+
+@njit(cache=True, error_model="numpy", fastmath=FASTMATH)
+def bias_activation_cols(h, b, code, p0, p1, p2, out, lo, hi):
+    """:func:`bias_activation` on the columns ``lo:hi`` of ``h``, ``b`` and ``out`` only.
+
+    Rows are taken as contiguous slices indexed from 0: an index that LLVM cannot prove
+    non-negative keeps numba's wraparound check, which stops the loop from vectorising.
+    """
+    bc = b[lo:hi]
+    for i in range(h.shape[0]):
+        hr = h[i, lo:hi]
+        ur = out[i, lo:hi]
+        if code == TANH:
+            for j in range(hr.shape[0]):
+                v = hr[j] + bc[j]
+                hr[j] = v
+                ur[j] = tanh_fast(v)
+        else:
+            for j in range(hr.shape[0]):
+                v = hr[j] + bc[j]
+                hr[j] = v
+                ur[j] = phi(code, v, p0, p1, p2)
 
 
 @njit(cache=True, error_model="numpy", fastmath=FASTMATH)
@@ -242,27 +253,42 @@ def activation_backward(g, mask, use_mask, h, u, code, p0, p1, p2, delta, delta_
     float
         ``sum(g * mask * min(h, 0))`` for PReLU (the slope gradient), else 0.
     """
-    nb, n = h.shape
+    return activation_backward_cols(g, mask, use_mask, h, u, code, p0, p1, p2, delta,
+                                    delta_sum, 0, h.shape[1])
+
+
+@njit(cache=True, error_model="numpy", fastmath=FASTMATH)
+def activation_backward_cols(g, mask, use_mask, h, u, code, p0, p1, p2, delta, delta_sum, lo,
+                             hi):
+    """:func:`activation_backward` on the columns ``lo:hi`` of every array only (rows as
+    slices indexed from 0, as in :func:`bias_activation_cols`); the slope gradient returned is
+    the sum over those columns."""
     zero = like(h, 0.0)
     one = like(h, 1.0)
     slope_grad = zero
-    for j in range(n):
-        delta_sum[j] = zero
-    if code == TANH and not use_mask:
-        for i in range(nb):
-            for j in range(n):
-                a = u[i, j]
-                d = g[i, j] * (one - a * a)
-                delta[i, j] = d
-                delta_sum[j] += d
-        return slope_grad
-    for i in range(nb):
-        for j in range(n):
-            gij = g[i, j] * mask[i, j] if use_mask else g[i, j]
-            hij = h[i, j]
-            d = gij * dphi(code, hij, u[i, j], p0, p1, p2)
-            delta[i, j] = d
-            delta_sum[j] += d
+    ds = delta_sum[lo:hi]
+    width = ds.shape[0]
+    for j in range(width):
+        ds[j] = zero
+    for i in range(h.shape[0]):
+        gr = g[i, lo:hi]
+        ur = u[i, lo:hi]
+        dr = delta[i, lo:hi]
+        if code == TANH and not use_mask:
+            for j in range(width):
+                a = ur[j]
+                d = gr[j] * (one - a * a)
+                dr[j] = d
+                ds[j] += d
+            continue
+        hr = h[i, lo:hi]
+        mr = mask[i, lo:hi]
+        for j in range(width):
+            gij = gr[j] * mr[j] if use_mask else gr[j]
+            hij = hr[j]
+            d = gij * dphi(code, hij, ur[j], p0, p1, p2)
+            dr[j] = d
+            ds[j] += d
             if code == PRELU and hij <= zero:
                 slope_grad += gij * hij
     return slope_grad
@@ -271,11 +297,20 @@ def activation_backward(g, mask, use_mask, h, u, code, p0, p1, p2, delta, delta_
 @njit(cache=True, error_model="numpy", fastmath=FASTMATH)
 def combine_output(u, mask, use_mask, skip_in, use_skip, a):
     """``a = u * mask (if use_mask) + skip_in (if use_skip)``; all arrays (nb, n)."""
-    nb, n = u.shape
-    for i in range(nb):
-        for j in range(n):
-            v = u[i, j] * mask[i, j] if use_mask else u[i, j]
-            a[i, j] = v + skip_in[i, j] if use_skip else v
+    combine_output_cols(u, mask, use_mask, skip_in, use_skip, a, 0, u.shape[1])
+
+
+@njit(cache=True, error_model="numpy", fastmath=FASTMATH)
+def combine_output_cols(u, mask, use_mask, skip_in, use_skip, a, lo, hi):
+    """:func:`combine_output` on the columns ``lo:hi`` only (rows as slices indexed from 0)."""
+    for i in range(u.shape[0]):
+        ur = u[i, lo:hi]
+        mr = mask[i, lo:hi]
+        sr = skip_in[i, lo:hi]
+        ar = a[i, lo:hi]
+        for j in range(ur.shape[0]):
+            v = ur[j] * mr[j] if use_mask else ur[j]
+            ar[j] = v + sr[j] if use_skip else v
 
 
 @njit(cache=True, error_model="numpy", fastmath=FASTMATH)
