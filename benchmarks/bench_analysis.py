@@ -5,8 +5,8 @@ A probe measures, for every layer of a depth-100, width-256 tanh MLP on a batch 
 alternating rounds (medians) with BLAS, OpenMP and PyTorch limited to the same number of
 threads:
 
-- ``neurosim profile``: :func:`neurosim.analysis.propagation_profile`, the full result (norms,
-  ratios, exponential fits, mean-field theory beside);
+- ``neurosim profile``: :func:`neurosim.analysis.propagation_profile` on ``threads`` threads,
+  the full result (norms, ratios, exponential fits, mean-field theory beside);
 - ``neurosim profile, no theory``: the same with ``theory=False``;
 - ``neurosim fwd+bwd``: :meth:`neurosim.MLP.gradients`, one forward and one backward pass of the
   compiled engine (the cost the profile must not exceed);
@@ -113,8 +113,9 @@ def profile_rows(torch, dtype, threads, samples):
     np.testing.assert_allclose(prof.grad_norms, grad, rtol=tol)
     np.testing.assert_allclose(prof.delta_norms, delta, rtol=tol)
     cands = {
-        "neurosim profile": lambda: propagation_profile(net, X, Y),
-        "neurosim profile, no theory": lambda: propagation_profile(net, X, Y, theory=False),
+        "neurosim profile": lambda: propagation_profile(net, X, Y, threads=threads),
+        "neurosim profile, no theory": lambda: propagation_profile(net, X, Y, theory=False,
+                                                                   threads=threads),
         "neurosim fwd+bwd": lambda: net.gradients(X, Y),
         "torch": lambda: torch_probe(torch, Ws, bs, tX, tY),
     }

@@ -130,6 +130,39 @@ def test_cross_entropy_and_dropout_in_training_mode(data):
     assert np.all(p.grad_norms > 0) and np.all(np.isnan(p.theory_sq_ratios))
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("batch", [6, 32, 150])  # Gram form (syrk, block kernels), direct
+@pytest.mark.parametrize("options", [
+    {}, {"residual": True}, {"activation": "prelu"}, {"activation": "relu"}, {"dropout": 0.25},
+])
+def test_column_chunks_match_the_engine_on_any_thread_count(dtype, batch, options):
+    """Layers of 32 or more units are split into two column chunks that threads share (widths
+    off the 16-unit grid and a float32 chunk too narrow for the block kernels included): the
+    norms match the engine's gradients and are bit-identical on one and two threads."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((batch, 48))
+    Y = rng.standard_normal((batch, 3))
+    sizes = [48, 40, 40, 40, 3] if options.get("residual") else [48, 64, 64, 40, 40, 3]
+    net = ns.MLP(sizes, sigma_w=1.3, sigma_b=0.1, seed=5, dtype=dtype, **options)
+    profiles = [propagation_profile(net.copy(), X, Y, threads=t) for t in (1, 2)]
+    for name in ("loss", "grad_norms", "delta_norms", "delta_sq_ratios", "grad_sq_ratios",
+                 "local_sq_ratios"):
+        assert np.array_equal(getattr(profiles[0], name), getattr(profiles[1], name)), name
+    training = "dropout" not in options  # random masks: compare in inference mode
+    p = propagation_profile(net, X, Y, training=training, threads=2)
+    _, g = net.gradients(X, Y, training=training)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(p.grad_norms, [np.linalg.norm(w.astype(float)) for w in g.weights],
+                               rtol=tol)
+    np.testing.assert_allclose(p.delta_norms,
+                               [np.mean(np.linalg.norm(d.astype(float), axis=1))
+                                for d in g.deltas], rtol=tol)
+    if not options and dtype == "float64":  # the weight scales and phi'^2, chunk by chunk
+        sw = np.array([math.sqrt(w.shape[0] * np.mean(w**2)) for w in net.weights])
+        dphi2 = [np.mean((1 - np.tanh(h) ** 2) ** 2) for h in net.layer_outputs(X)[0][:-1]]
+        np.testing.assert_allclose(p.local_sq_ratios, sw[1:] ** 2 * dphi2, rtol=1e-12)
+
+
 # ----------------------------------------------------------------------- theory at width 1000
 CONFIGS = [  # activation, sigma_w^2, sigma_b^2: both phases
     ("tanh", 1.2, 0.05), ("tanh", 2.5, 0.05), ("erf", 0.6, 0.02), ("erf", 2.0, 0.1),
@@ -290,13 +323,26 @@ def test_profile_over_training_from_a_history():
     assert back.rule == "backprop" and back.steps.shape == (n_rec,)
 
 
-def test_float32_profile_of_a_vanishing_signal_does_not_underflow():
+# direct product; Gram form by BLAS syrk (a batch of 8 is no whole panel of 16 columns) and
+# by the block kernels (64 units, a batch of 32)
+@pytest.mark.parametrize("width, batch", [(32, 48), (32, 8), (64, 32)])
+def test_float32_profile_of_a_vanishing_signal_does_not_underflow(width, batch):
     """Deltas of ~1e-27 square below float32's range: the profile's sums of squares (and the
-    Gram form of ||dL/dW_l||) must not flush them to zero."""
+    Gram form of ||dL/dW_l||, chunk by chunk) must not flush them to zero."""
     net, X, Y, grad_ref, delta_ref = vanishing_float32_case()
-    profile = propagation_profile(net, X, Y)
-    np.testing.assert_allclose(profile.grad_norms, grad_ref, rtol=1e-5)
-    np.testing.assert_allclose(profile.delta_norms, delta_ref, rtol=1e-5)
+    if width != 32:
+        net = ns.MLP([16] + [width] * 80 + [4], sigma_w=0.5, seed=1, dtype="float32")
+    if (width, batch) != (32, X.shape[0]):
+        X, Y = X[:batch], Y[:batch]
+        _, grads = net.gradients(X, Y)
+        grad_ref = [np.sqrt(np.sum(np.square(w, dtype=np.float64))) for w in grads.weights]
+        delta_ref = [np.mean(np.sqrt(np.sum(np.square(d, dtype=np.float64), axis=1)))
+                     for d in grads.deltas]
+        assert max(delta_ref[:3]) < 1e-24
+    for threads in (1, 2):
+        profile = propagation_profile(net, X, Y, threads=threads)
+        np.testing.assert_allclose(profile.grad_norms, grad_ref, rtol=1e-5)
+        np.testing.assert_allclose(profile.delta_norms, delta_ref, rtol=1e-5)
 
 
 def test_fit_depth_scale_recovers_an_exponential():

@@ -20,6 +20,7 @@ toward the input.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -382,15 +383,15 @@ def _nan(n: int) -> np.ndarray:
     return np.full(n, np.nan)
 
 
-def _mlp_measure(net, X, Y, loss, training):
-    """Loss and a (7, L) table (see :func:`neurosim.kernels.propagation.backward_norms`):
-    compiled forward and norm-only backward; batch-normalised networks go through
-    :meth:`MLP.gradients` (their ``phi'`` statistics are left NaN)."""
+def _mlp_measure(net, X, Y, loss, training, threads):
+    """Loss and a (7, L) table (see :func:`neurosim.kernels.propagation.profile_pass`): compiled
+    forward and norm-only backward on ``threads`` threads (None: as training would use);
+    batch-normalised networks go through :meth:`MLP.gradients` (their ``phi'`` statistics are
+    left NaN)."""
     from .. import losses as _losses
-    from ..ann import BN_EPS
-    from ..kernels import dense as _dense
-    from ..kernels import losses as _loss_k
-    from ..kernels.propagation import backward_norms
+    from ..kernels import propagation as _prop
+    from ..kernels.mlp_train import SYNC_SIZE
+    from ..train import MIN_MULTIPLY_ADDS_PER_THREAD, _run_team, default_threads
 
     loss_code = _losses.get(loss).code
     X = check_data("X", X, n_features=net.sizes[0], dtype=net.dtype)
@@ -406,26 +407,54 @@ def _mlp_measure(net, X, Y, loss, training):
                            float(np.mean(np.sqrt(rows))), float(np.mean(rows)), np.nan,
                            _sumsq(net.weights[l]), _sumsq(net.biases[l]))
         return float(value), table, X
+    weights = sum(a * b for a, b in zip(net.sizes[:-1], net.sizes[1:], strict=True))
+    if threads is None:
+        threads = default_threads() if nb * weights >= MIN_MULTIPLY_ADDS_PER_THREAD else 1
+    threads = min(threads, _prop.MAX_CHUNKS)
     use_masks = bool(training) and net.dropout > 0
-    H, U, A, XH, ST, MK = net._workspace(nb, use_masks)
+    H, U, A, MK, *work = _profile_workspace(net, nb, use_masks)
     if use_masks:
         net._fill_masks(MK, nb, None)
-    out = _dense.mlp_forward(net.layout, net.act_params, net.params, X, bool(training),
-                             net.dtype.type(BN_EPS), net.bn_state, H, U, A, XH, ST, MK)
+    value = np.zeros(1)
+    sync = np.zeros(SYNC_SIZE, np.int64)
+    args = (sync, net.layout, net.act_params, net.params, X, Y, loss_code, bool(training),
+            H, U, A, MK, *work, value, table)
+
+    def run(tid):
+        return _prop.profile_pass(tid, threads, *args)
+
+    if not all(_run_team(threads, run, sync)):
+        raise RuntimeError("propagation_profile: a thread of the backward pass stopped early")
+    return float(value[0]), table, X
+
+
+_WORKSPACES = threading.local()
+
+
+def _profile_workspace(net, nb, use_masks):
+    """Workspaces of :func:`neurosim.kernels.propagation.profile_pass` (``H, U, A, MK``, then
+    its scratch arrays), kept per thread for the next profile of a network of the same shape:
+    fresh pages cost about as much as a tenth of the pass, and more on two threads, which
+    fault pages in under one lock."""
+    from ..kernels import propagation as _prop
+
+    key = (net.dtype.str, nb, tuple(net.sizes), net._separate, use_masks)
+    cached = getattr(_WORKSPACES, "last", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    dt = net.dtype
+    H, U, A, _, _, MK = net._workspace(nb, use_masks)
     width = max(net.sizes)
-    G0 = np.empty(nb * width, net.dtype)
-    G1 = np.empty(nb * width, net.dtype)
-    DL = np.empty(nb * width, net.dtype)
-    GA = np.empty(nb * nb, net.dtype)
-    GE = np.empty(nb * nb, net.dtype)
-    direct = [a * b for a, b in zip(net.sizes[:-1], net.sizes[1:], strict=True)
-              if nb * (a + b) >= 2 * a * b]
-    P = np.empty(max(direct, default=0), net.dtype)
-    n_out = net.sizes[-1]
-    value = _loss_k.loss_and_output_grad(loss_code, out, Y, G0[:nb * n_out].reshape(nb, n_out))
-    backward_norms(net.layout, net.act_params, net.params, X, bool(training), H, U, A, MK, G0,
-                   G1, DL, GA, GE, P, table)
-    return float(value), table, X
+    chunks = _prop.MAX_CHUNKS
+    direct = [a * max(hi - lo for lo, hi in (_prop.chunk_bounds(b, c) for c in range(chunks)))
+              for a, b in zip(net.sizes[:-1], net.sizes[1:], strict=True)
+              if not _prop.uses_gram_form(nb, a, b)]
+    arrays = (H, U, A, MK, np.empty(nb * width, dt), np.empty(nb * width, dt),
+              np.empty(nb * width, dt), np.empty(width, dt), np.empty((chunks, nb * nb), dt),
+              np.empty((chunks, nb * nb), dt), np.empty((chunks, max(direct, default=0)), dt),
+              np.zeros((chunks, _prop.N_PARTS)), np.zeros((chunks, nb)))
+    _WORKSPACES.last = (key, arrays)
+    return arrays
 
 
 def _sumsq(a) -> float:
@@ -433,13 +462,13 @@ def _sumsq(a) -> float:
     return float(np.dot(flat.astype(np.float64), flat.astype(np.float64)))
 
 
-def _profile_mlp(net, X, Y, rule, loss, training, theory, sigmas=None):
+def _profile_mlp(net, X, Y, rule, loss, training, theory, sigmas=None, threads=None):
     """``sigmas``: the per-layer ``(sigma_w, sigma_b)`` of :meth:`_Layered.sigmas` when the
     caller already knows them."""
     if rule not in (None, "backprop"):
         raise ValueError(f"an MLP's signal is backprop's; rule must be None or 'backprop', got "
                          f"{rule!r} (learning rules train a RateNetwork)")
-    value, table, X = _mlp_measure(net, X, Y, loss, training)
+    value, table, X = _mlp_measure(net, X, Y, loss, training, threads)
     L = net.n_layers
     grad = np.sqrt(table[0])
     delta, delta_sq = table[2], table[3]
@@ -560,7 +589,7 @@ def _assemble(source, rule, loss, steps, grad, delta, upd, signal, delta_r, grad
 
 
 def propagation_profile(model, X=None, Y=None, rule=None, loss="mse", *, training=True,
-                        theory=True, seed=0, **rule_params) -> PropagationProfile:
+                        theory=True, seed=0, threads=None, **rule_params) -> PropagationProfile:
     """Per-layer gradient and error-signal norms with their depth scale and the theory beside.
 
     Parameters
@@ -581,6 +610,10 @@ def propagation_profile(model, X=None, Y=None, rule=None, loss="mse", *, trainin
         Compute the mean-field predictions (a Gaussian expectation per layer).
     seed : int
         Seed of a stochastic rule's draws (node perturbation).
+    threads : int, optional
+        MLP: threads that share each layer's products (at most 2; default: as many as
+        training uses, :func:`neurosim.train.default_threads`, or 1 for a network whose
+        products are too small to share). The numbers do not depend on it.
     **rule_params
         Parameters of the rule (e.g. ``feedback_scale``, ``beta``).
 
@@ -601,7 +634,9 @@ def propagation_profile(model, X=None, Y=None, rule=None, loss="mse", *, trainin
     if isinstance(model, MLP):
         if rule_params:
             raise ValueError(f"an MLP takes no rule parameters, got {sorted(rule_params)}")
-        return _profile_mlp(model, X, Y, rule, loss, training, bool(theory))
+        if threads is not None:
+            threads = check_int("threads", threads, minimum=1)
+        return _profile_mlp(model, X, Y, rule, loss, training, bool(theory), threads=threads)
     if isinstance(model, RateNetwork):
         return _profile_rate(model, X, Y, rule, loss, bool(theory), seed, rule_params)
     raise TypeError(f"propagation_profile takes an MLP, a RateNetwork or a History, got "
@@ -725,7 +760,7 @@ def propagation_sweep(sizes, sigma_w, seeds, X, Y, *, loss="mse", theory=True,
                 np.multiply(w, net.dtype.type(s), out=view)
             base_sw, base_sb = base_sigmas[j]
             probes[i] = _profile_mlp(net, X, Y, None, loss, True, bool(theory),
-                                     sigmas=(base_sw * s, base_sb))
+                                     sigmas=(base_sw * s, base_sb), threads=1)
             if bar is not None:
                 bar.update(1)
 
