@@ -411,6 +411,8 @@ def test_bad_inputs(data):
         propagation_profile("net", X, Y)
     with pytest.raises(ValueError, match="loss"):
         propagation_profile(net, X, Y, loss="hinge")
+    with pytest.raises(ValueError, match="threads"):
+        propagation_profile(net, X, Y, threads=0)
     with pytest.raises(ValueError, match="eps"):
         perturbation_profile(net, X, eps=-1.0)
     with pytest.raises(ValueError, match="batch-normalised"):

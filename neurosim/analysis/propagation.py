@@ -429,13 +429,16 @@ def _mlp_measure(net, X, Y, loss, training, threads):
 
 
 _WORKSPACES = threading.local()
+# Largest set of workspaces kept for the next profile (bytes): beyond it the pass's arithmetic
+# outweighs faulting fresh pages in, and keeping them would hold the memory indefinitely.
+MAX_KEPT_WORKSPACE_BYTES = 64 * 2**20
 
 
 def _profile_workspace(net, nb, use_masks):
     """Workspaces of :func:`neurosim.kernels.propagation.profile_pass` (``H, U, A, MK``, then
-    its scratch arrays), kept per thread for the next profile of a network of the same shape:
-    fresh pages cost about as much as a tenth of the pass, and more on two threads, which
-    fault pages in under one lock."""
+    its scratch arrays), kept per thread for the next profile of a network of the same shape
+    (up to ``MAX_KEPT_WORKSPACE_BYTES``): fresh pages cost about a tenth of the pass at depth
+    100, width 256, batch 64, and more on two threads, which fault pages in under one lock."""
     from ..kernels import propagation as _prop
 
     key = (net.dtype.str, nb, tuple(net.sizes), net._separate, use_masks)
@@ -453,7 +456,9 @@ def _profile_workspace(net, nb, use_masks):
               np.empty(nb * width, dt), np.empty(width, dt), np.empty((chunks, nb * nb), dt),
               np.empty((chunks, nb * nb), dt), np.empty((chunks, max(direct, default=0)), dt),
               np.zeros((chunks, _prop.N_PARTS)), np.zeros((chunks, nb)))
-    _WORKSPACES.last = (key, arrays)
+    _WORKSPACES.last = None
+    if sum(a.nbytes for a in arrays if a is not U) <= MAX_KEPT_WORKSPACE_BYTES:
+        _WORKSPACES.last = (key, arrays)
     return arrays
 
 
@@ -611,9 +616,10 @@ def propagation_profile(model, X=None, Y=None, rule=None, loss="mse", *, trainin
     seed : int
         Seed of a stochastic rule's draws (node perturbation).
     threads : int, optional
-        MLP: threads that share each layer's products (at most 2; default: as many as
-        training uses, :func:`neurosim.train.default_threads`, or 1 for a network whose
-        products are too small to share). The numbers do not depend on it.
+        MLP: threads that share each layer's products (at most 2 are used; default: as many
+        as training uses, :func:`neurosim.train.default_threads`, or 1 for a network whose
+        products are too small to share). The numbers do not depend on it. Not used for
+        other models.
     **rule_params
         Parameters of the rule (e.g. ``feedback_scale``, ``beta``).
 
@@ -624,6 +630,8 @@ def propagation_profile(model, X=None, Y=None, rule=None, loss="mse", *, trainin
     from ..ann import MLP
     from ..bio import RateNetwork
 
+    if threads is not None:
+        threads = check_int("threads", threads, minimum=1)
     if isinstance(model, History):
         if X is not None or Y is not None or rule is not None or rule_params:
             raise ValueError("a History carries its own records: pass no X, Y, rule or rule "
@@ -634,8 +642,6 @@ def propagation_profile(model, X=None, Y=None, rule=None, loss="mse", *, trainin
     if isinstance(model, MLP):
         if rule_params:
             raise ValueError(f"an MLP takes no rule parameters, got {sorted(rule_params)}")
-        if threads is not None:
-            threads = check_int("threads", threads, minimum=1)
         return _profile_mlp(model, X, Y, rule, loss, training, bool(theory), threads=threads)
     if isinstance(model, RateNetwork):
         return _profile_rate(model, X, Y, rule, loss, bool(theory), seed, rule_params)
