@@ -49,7 +49,17 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-from .activations import PRELU, TANH, dphi, phi
+from .activations import (
+    HARD_TANH,
+    LEAKY_RELU,
+    LINEAR,
+    PRELU,
+    RELU,
+    SOFTSIGN,
+    TANH,
+    dphi,
+    phi,
+)
 from .fastexp import exp64
 from .losses import loss_and_output_grad
 from .scalar import like
@@ -209,22 +219,44 @@ def bias_activation_cols(h, b, code, p0, p1, p2, out, lo, hi):
     """:func:`bias_activation` on the columns ``lo:hi`` of ``h``, ``b`` and ``out`` only.
 
     Rows are taken as contiguous slices indexed from 0: an index that LLVM cannot prove
-    non-negative keeps numba's wraparound check, which stops the loop from vectorising.
+    non-negative keeps numba's wraparound check, which stops the loop from vectorising. The
+    cheap activations get a loop each, with the code a constant, so that the branches of
+    :func:`~neurosim.kernels.activations.phi` fold away and the loop vectorises (ReLU: 0.1
+    against 3.5 ns per element with the code known only at run time).
     """
-    bc = b[lo:hi]
-    for i in range(h.shape[0]):
-        hr = h[i, lo:hi]
-        ur = out[i, lo:hi]
-        if code == TANH:
+    if code == TANH:
+        bc = b[lo:hi]
+        for i in range(h.shape[0]):
+            hr = h[i, lo:hi]
+            ur = out[i, lo:hi]
             for j in range(hr.shape[0]):
                 v = hr[j] + bc[j]
                 hr[j] = v
                 ur[j] = tanh_fast(v)
-        else:
-            for j in range(hr.shape[0]):
-                v = hr[j] + bc[j]
-                hr[j] = v
-                ur[j] = phi(code, v, p0, p1, p2)
+    elif code == RELU:
+        _bias_phi_rows(RELU, h, b, out, lo, hi, p0, p1, p2)
+    elif code == LINEAR:
+        _bias_phi_rows(LINEAR, h, b, out, lo, hi, p0, p1, p2)
+    elif code == LEAKY_RELU or code == PRELU:  # the same map (PRELU's slope arrives in p0)
+        _bias_phi_rows(LEAKY_RELU, h, b, out, lo, hi, p0, p1, p2)
+    elif code == HARD_TANH:
+        _bias_phi_rows(HARD_TANH, h, b, out, lo, hi, p0, p1, p2)
+    elif code == SOFTSIGN:
+        _bias_phi_rows(SOFTSIGN, h, b, out, lo, hi, p0, p1, p2)
+    else:
+        _bias_phi_rows(code, h, b, out, lo, hi, p0, p1, p2)
+
+
+@njit(cache=True, inline="always")
+def _bias_phi_rows(code, h, b, out, lo, hi, p0, p1, p2):
+    bc = b[lo:hi]
+    for i in range(h.shape[0]):
+        hr = h[i, lo:hi]
+        ur = out[i, lo:hi]
+        for j in range(hr.shape[0]):
+            v = hr[j] + bc[j]
+            hr[j] = v
+            ur[j] = phi(code, v, p0, p1, p2)
 
 
 @njit(cache=True, error_model="numpy", fastmath=FASTMATH)
@@ -261,29 +293,49 @@ def activation_backward(g, mask, use_mask, h, u, code, p0, p1, p2, delta, delta_
 def activation_backward_cols(g, mask, use_mask, h, u, code, p0, p1, p2, delta, delta_sum, lo,
                              hi):
     """:func:`activation_backward` on the columns ``lo:hi`` of every array only (rows as
-    slices indexed from 0, as in :func:`bias_activation_cols`); the slope gradient returned is
-    the sum over those columns."""
-    zero = like(h, 0.0)
-    one = like(h, 1.0)
-    slope_grad = zero
+    slices indexed from 0 and a loop per cheap activation, as in
+    :func:`bias_activation_cols`); the slope gradient returned is the sum over those columns."""
     ds = delta_sum[lo:hi]
-    width = ds.shape[0]
-    for j in range(width):
-        ds[j] = zero
-    for i in range(h.shape[0]):
-        gr = g[i, lo:hi]
-        ur = u[i, lo:hi]
-        dr = delta[i, lo:hi]
-        if code == TANH and not use_mask:
-            for j in range(width):
+    for j in range(ds.shape[0]):
+        ds[j] = like(h, 0.0)
+    if code == TANH and not use_mask:
+        one = like(h, 1.0)
+        for i in range(h.shape[0]):
+            gr = g[i, lo:hi]
+            ur = u[i, lo:hi]
+            dr = delta[i, lo:hi]
+            for j in range(ds.shape[0]):
                 a = ur[j]
                 d = gr[j] * (one - a * a)
                 dr[j] = d
                 ds[j] += d
-            continue
-        hr = h[i, lo:hi]
+        return like(h, 0.0)
+    if code == RELU:
+        return _delta_rows(RELU, g, mask, use_mask, h, u, delta, ds, lo, hi, p0, p1, p2)
+    if code == LINEAR:
+        return _delta_rows(LINEAR, g, mask, use_mask, h, u, delta, ds, lo, hi, p0, p1, p2)
+    if code == LEAKY_RELU:
+        return _delta_rows(LEAKY_RELU, g, mask, use_mask, h, u, delta, ds, lo, hi, p0, p1, p2)
+    if code == HARD_TANH:
+        return _delta_rows(HARD_TANH, g, mask, use_mask, h, u, delta, ds, lo, hi, p0, p1, p2)
+    if code == SOFTSIGN:
+        return _delta_rows(SOFTSIGN, g, mask, use_mask, h, u, delta, ds, lo, hi, p0, p1, p2)
+    if code == TANH:
+        return _delta_rows(TANH, g, mask, use_mask, h, u, delta, ds, lo, hi, p0, p1, p2)
+    return _delta_rows(code, g, mask, use_mask, h, u, delta, ds, lo, hi, p0, p1, p2)
+
+
+@njit(cache=True, inline="always")
+def _delta_rows(code, g, mask, use_mask, h, u, delta, ds, lo, hi, p0, p1, p2):
+    zero = like(h, 0.0)
+    slope_grad = zero
+    for i in range(h.shape[0]):
+        gr = g[i, lo:hi]
         mr = mask[i, lo:hi]
-        for j in range(width):
+        hr = h[i, lo:hi]
+        ur = u[i, lo:hi]
+        dr = delta[i, lo:hi]
+        for j in range(ds.shape[0]):
             gij = gr[j] * mr[j] if use_mask else gr[j]
             hij = hr[j]
             d = gij * dphi(code, hij, ur[j], p0, p1, p2)
