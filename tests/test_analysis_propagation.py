@@ -131,18 +131,18 @@ def test_cross_entropy_and_dropout_in_training_mode(data):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("batch", [6, 32, 150])  # Gram form (syrk, block kernels), direct
+@pytest.mark.parametrize("batch", [6, 64, 150])  # Gram form (syrk, block kernels), direct
 @pytest.mark.parametrize("options", [
     {}, {"residual": True}, {"activation": "prelu"}, {"activation": "relu"}, {"dropout": 0.25},
 ])
 def test_column_chunks_match_the_engine_on_any_thread_count(dtype, batch, options):
-    """Layers of 32 or more units are split into two column chunks that threads share (widths
-    off the 16-unit grid and a float32 chunk too narrow for the block kernels included): the
-    norms match the engine's gradients and are bit-identical on one and two threads."""
+    """Layers of 64 or more units are split into two column chunks that threads share (widths
+    off the 32-unit grid and chunks too narrow for the block kernels included): the norms
+    match the engine's gradients and are bit-identical on one and two threads."""
     rng = np.random.default_rng(3)
     X = rng.standard_normal((batch, 48))
     Y = rng.standard_normal((batch, 3))
-    sizes = [48, 40, 40, 40, 3] if options.get("residual") else [48, 64, 64, 40, 40, 3]
+    sizes = [48, 72, 72, 72, 3] if options.get("residual") else [48, 64, 96, 96, 72, 3]
     net = ns.MLP(sizes, sigma_w=1.3, sigma_b=0.1, seed=5, dtype=dtype, **options)
     profiles = [propagation_profile(net.copy(), X, Y, threads=t) for t in (1, 2)]
     for name in ("loss", "grad_norms", "delta_norms", "delta_sq_ratios", "grad_sq_ratios",
@@ -323,9 +323,9 @@ def test_profile_over_training_from_a_history():
     assert back.rule == "backprop" and back.steps.shape == (n_rec,)
 
 
-# direct product; Gram form by BLAS syrk (a batch of 8 is no whole panel of 16 columns) and
-# by the block kernels (64 units, a batch of 32)
-@pytest.mark.parametrize("width, batch", [(32, 48), (32, 8), (64, 32)])
+# direct product; Gram form by BLAS syrk (half a batch of 8 is no whole panel) and by the block
+# kernels (96 units in two chunks, a batch of 64)
+@pytest.mark.parametrize("width, batch", [(32, 48), (32, 8), (96, 64)])
 def test_float32_profile_of_a_vanishing_signal_does_not_underflow(width, batch):
     """Deltas of ~1e-27 square below float32's range: the profile's sums of squares (and the
     Gram form of ||dL/dW_l||, chunk by chunk) must not flush them to zero."""

@@ -1,6 +1,8 @@
 """The register-blocked small matrix products against float64 NumPy products."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from neurosim.kernels.smallgemm import (
     MAX_PACKED_BYTES,
     MAX_PACKED_K,
     MIN_ROWS_TO_PACK,
+    VECTOR_BYTES,
     _scipy_blas_paths,
     blas_threads,
     matmul_into,
@@ -87,9 +90,10 @@ def test_large_products_use_blas_and_agree():
 def test_long_transposed_operands_use_blas():
     """A ``b`` with contiguous columns is copied to a stack panel only up to MAX_PACKED_K rows."""
     rng = np.random.default_rng(5)
+    nr = panel_width(4)
     for k in (MAX_PACKED_K, MAX_PACKED_K + 1):
-        a, b = _operands(rng, 2, k, 16, np.float32, False, True)
-        c = np.empty((2, 16), np.float32)
+        a, b = _operands(rng, 2, k, nr, np.float32, False, True)
+        c = np.empty((2, nr), np.float32)
         matmul_into(a, b, c)
         _check(a, b, c)
         assert _takes_block_path(a, b, c) == (ENABLED and k <= MAX_PACKED_K)
@@ -210,3 +214,47 @@ def test_blas_library_found_without_threadpoolctl(monkeypatch):
     without = _scipy_blas_paths()
     assert without and with_tpc
     assert os.path.realpath(without[0]) == os.path.realpath(with_tpc[0])
+
+
+@pytest.mark.skipif(not (ENABLED and VECTOR_BYTES == 64), reason="needs AVX-512 kernels to compare")
+def test_avx2_kernels_give_the_bits_of_the_avx512_ones(tmp_path):
+    """On an AVX-512 machine the AVX2 kernels (``NEUROSIM_SIMD_BYTES=32``, with a numba cache
+    of their own) are tested too: the same bits for every layout, both float types, packed and
+    in place, full and edge blocks."""
+    script = tmp_path / "products.py"
+    script.write_text(
+        "import sys\n"
+        "import numpy as np\n"
+        "from neurosim.kernels.smallgemm import VECTOR_BYTES, matmul_into, matmul_part_into\n"
+        "rng = np.random.default_rng(4)\n"
+        "out = {'width': np.array(VECTOR_BYTES)}\n"
+        "for dt in (np.float32, np.float64):\n"
+        "    for m, k, n in ((13, 70, 64), (64, 256, 128), (5, 33, 32)):\n"
+        "        a = rng.standard_normal((m, k)).astype(dt)\n"
+        "        w = rng.standard_normal((k, n)).astype(dt)\n"
+        "        for name, b in (('rows', w), ('cols', np.ascontiguousarray(w.T).T)):\n"
+        "            c = np.empty((m, n), dt)\n"
+        "            matmul_into(a, b, c)\n"
+        "            out[f'{dt.__name__}-{m}-{name}'] = c\n"
+        "            p = np.empty((m, n), dt)\n"
+        "            matmul_part_into(a, b, p)\n"
+        "            out[f'{dt.__name__}-{m}-{name}-part'] = p\n"
+        "np.savez(sys.argv[1], **out)\n")
+    results = []
+    for width in ("32", "64"):
+        env = {**os.environ, "NEUROSIM_SIMD_BYTES": width,
+               "NUMBA_CACHE_DIR": str(tmp_path / f"cache{width}")}
+        target = tmp_path / f"out{width}.npz"
+        subprocess.run([sys.executable, str(script), str(target)], env=env, check=True,
+                       timeout=600)
+        results.append(np.load(target))
+    assert int(results[0]["width"]) == 32 and int(results[1]["width"]) == 64
+    for key in results[0].files:
+        if key != "width":
+            assert np.array_equal(results[0][key], results[1][key]), key
+    env = {**os.environ, "NEUROSIM_SIMD_BYTES": "32"}
+    env.pop("NUMBA_CACHE_DIR", None)
+    run = subprocess.run([sys.executable, "-c", "import neurosim.kernels.smallgemm"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode != 0 and "NUMBA_CACHE_DIR" in run.stderr
+

@@ -99,7 +99,7 @@ def gram_lower(a, out, chars, ints, scalars):
     When ``m`` splits into two halves that are whole panels of the block kernels, ``out`` is
     formed by two of their products, the left half of the columns and the lower right block
     (3/4 of a full product, and faster than BLAS ``syrk`` on such small matrices: 10 against
-    15 us at 64 x 128 in float32); otherwise by ``syrk``.
+    15 us at 64 x 128 in float32 with AVX2 kernels); otherwise by ``syrk``.
     """
     m, k = a.shape
     half = m // 2
@@ -124,10 +124,10 @@ def gram_lower(a, out, chars, ints, scalars):
 
 # Column chunks: the products of a layer of n >= 2 * SPLIT_UNIT units are split in two at a
 # multiple of SPLIT_UNIT columns (a multiple of the block kernels' panel width in both float
-# types). The split depends on n alone and threads take whole chunks, so the numbers do not
-# depend on the number of threads.
+# types, with AVX2 and with AVX-512). The split depends on n alone and threads take whole
+# chunks, so the numbers do not depend on the number of threads.
 MAX_CHUNKS = 2
-SPLIT_UNIT = 16
+SPLIT_UNIT = 32
 
 # Per-chunk values of the current layer: float64 array ``parts`` of shape (MAX_CHUNKS, N_PARTS).
 PART_DSUM = 0  # ||sum_i delta[i, chunk]||^2

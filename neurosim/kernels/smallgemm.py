@@ -4,11 +4,12 @@ An OpenBLAS ``sgemm`` call on a 32 x 64 x 64 product spends more time in its int
 checks, buffer management) than in arithmetic: it reaches about 40 % of the machine's GEMM rate,
 and still only 60-75 % at 64 x 128 x 128. :func:`matmul_into` computes such products with a
 register-blocked kernel instead: each call of a block kernel keeps an ``MR x NR`` block of the
-result in ``2 MR`` SIMD registers (``NR`` = two AVX vectors: 16 float32 or 8 float64 values) and
-adds one rank-1 update per step along the shared dimension (a broadcast element of ``a`` times two
-vector loads of a row of ``b``, two fused multiply-adds per row). Every element of the result is
-the plain sequential sum over ``k`` with one rounding per fused multiply-add, so the numbers
-depend neither on threads nor on the library.
+result in ``2 MR`` SIMD registers (``NR`` = two vectors: with AVX-512 32 float32 or 16 float64
+values, with AVX2 16 or 8; :data:`VECTOR_BYTES`) and adds one rank-1 update per step along the
+shared dimension (a broadcast element of ``a`` times two vector loads of a row of ``b``, two
+fused multiply-adds per row). Every element of the result is the plain sequential sum over
+``k`` with one rounding per fused multiply-add, so the numbers depend neither on threads nor on
+the library.
 
 The kernels read ``b`` as panels of ``NR`` columns with adjacent rows. A ``b`` whose rows are far
 apart in memory (a weight matrix ``W`` of width 128 or more: its rows are 512 bytes or more
@@ -16,7 +17,8 @@ apart, and a panel's rows fall into a few cache sets and evict each other) or wh
 contiguous (``W.T``) is first copied into such panels on the stack: whole, in one sweep along
 the contiguous axis of ``b``, when it takes at most ``MAX_PACKED_BYTES``, else one panel at a
 time; rows are copied as vectors, columns as transposed square tiles of one vector's width. The
-copy only moves values, so packed and unpacked products give the same bits.
+copy only moves values, so packed and unpacked products give the same bits, and so do the AVX2
+and AVX-512 kernels.
 
 Large products, widths that are not a multiple of ``NR`` and machines without AVX2 and FMA go to
 BLAS (``np.dot``) unchanged; :func:`uses_block_kernels` says which path a product takes. The size
@@ -41,8 +43,7 @@ from numba import carray, cfunc, config, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-VECTOR_BYTES = 32  # one AVX register
-N_VECTORS = 2  # vectors per row of a result block: NR = 2 * 32 / itemsize columns
+N_VECTORS = 2  # vectors per row of a result block: NR = 2 * VECTOR_BYTES / itemsize columns
 MAX_ROWS = 6  # rows of a result block: 2 * 6 accumulators + 2 loads + 1 broadcast registers
 # Largest m * k * n computed here; above it BLAS's packing and cache blocking win.
 MAX_FLOAT32_VOLUME = 128 * 256 * 256
@@ -69,7 +70,31 @@ def _host_has_fma_vectors() -> bool:
     return bool(features.get("avx2", False) and features.get("fma", False))
 
 
+def _vector_bytes() -> int:
+    """Bytes of the SIMD registers the block kernels use: 64 with AVX-512F (twice the
+    multiply-adds per instruction of AVX2), else 32.
+
+    ``NEUROSIM_SIMD_BYTES=32`` selects the AVX2 kernels on an AVX-512 machine (the tests use
+    it). numba's on-disk cache does not see this choice, so it needs a cache directory of its
+    own (``NUMBA_CACHE_DIR``), or the cache would hand back kernels of the other width.
+    """
+    avx512 = (config.CPU_NAME in (None, "host")
+              and llvm_binding.get_host_cpu_features().get("avx512f", False))
+    choice = os.environ.get("NEUROSIM_SIMD_BYTES")
+    if choice is None:
+        return 64 if avx512 else 32
+    allowed = ("32", "64") if avx512 else ("32",)
+    if choice not in allowed:
+        raise ValueError(f"NEUROSIM_SIMD_BYTES must be one of {allowed} on this machine, got "
+                         f"{choice!r}")
+    if int(choice) != (64 if avx512 else 32) and not config.CACHE_DIR:
+        raise RuntimeError("NEUROSIM_SIMD_BYTES other than the machine's width needs its own "
+                           "numba cache: set NUMBA_CACHE_DIR as well")
+    return int(choice)
+
+
 ENABLED = _host_has_fma_vectors()
+VECTOR_BYTES = _vector_bytes()
 
 _THREADS_SYMBOL = "neurosim_blas_get_num_threads"
 _GEMM_SYMBOLS = {types.float32: "neurosim_gemm_f32", types.float64: "neurosim_gemm_f64"}
@@ -258,6 +283,8 @@ def _transpose_stages(builder, rows, lanes, i32):
     def mask(indices):
         return ir.Constant(ir.VectorType(i32, lanes), [ir.Constant(i32, i) for i in indices])
 
+    if lanes not in (4, 8):
+        return _butterfly_transpose(builder, rows, lanes, mask)
     if lanes == 4:
         t = []
         for p in range(2):
@@ -287,6 +314,26 @@ def _transpose_stages(builder, rows, lanes, i32):
         cols[q + 4] = builder.shuffle_vector(s[q], s[4 + q],
                                              mask([4, 5, 6, 7, 12, 13, 14, 15]))
     return cols
+
+
+def _butterfly_transpose(builder, rows, lanes, mask):
+    """Transpose ``lanes`` row vectors in log2(lanes) stages: at block size ``b`` the pair of
+    rows ``(i, i + b)`` swaps its off-diagonal ``b``-element blocks (any power of two)."""
+    rows = list(rows)
+    b = lanes // 2
+    while b >= 1:
+        out = list(rows)
+        for i in range(lanes):
+            if (i // b) % 2:
+                continue
+            x, y = rows[i], rows[i + b]
+            keep = [j if (j // b) % 2 == 0 else lanes + j - b for j in range(lanes)]
+            swap = [j + b if (j // b) % 2 == 0 else lanes + j for j in range(lanes)]
+            out[i] = builder.shuffle_vector(x, y, mask(keep))
+            out[i + b] = builder.shuffle_vector(x, y, mask(swap))
+        rows = out
+        b //= 2
+    return rows
 
 
 @intrinsic
