@@ -172,15 +172,42 @@ def numba_product(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> Callable[[],
     return lambda: _dot(a, b, out)
 
 
-def gemm_rates(n: int = 2048, threads: int = 2, repeats: int = 7) -> dict[str, float]:
-    """Float32 GEMM rate (FLOP/s) of an ``n x n x n`` product through each available BLAS.
+def block_kernel_product(a: np.ndarray, b: np.ndarray, out: np.ndarray,
+                         threads: int) -> Callable[[], object] | None:
+    """``out = a @ b`` through neurosim's own block kernels
+    (:func:`neurosim.kernels.smallgemm.matmul_part_into`), the columns split into ``threads``
+    parts of whole panels, one per thread; None where the block kernels are disabled."""
+    from numba import njit
 
-    Keys: ``"numba"`` (:func:`numba_product`), ``"numpy"`` and, when installed, ``"torch"``.
-    Medians of ``repeats`` after a warm-up.
+    from neurosim.kernels.smallgemm import ENABLED, matmul_part_into, panel_width
+    from neurosim.train import _run_team
+
+    if not ENABLED:
+        return None
+
+    @njit(cache=True, nogil=True)
+    def _columns(a, b, out, lo, hi):
+        matmul_part_into(a, b[:, lo:hi], out[:, lo:hi])
+
+    panels = b.shape[1] // panel_width(a.itemsize)
+    bounds = [b.shape[1] * (panels * t // threads) // panels for t in range(threads + 1)]
+    return lambda: _run_team(threads, lambda t: _columns(a, b, out, bounds[t], bounds[t + 1]))
+
+
+def gemm_rates(n: int = 2048, threads: int = 2, repeats: int = 7) -> dict[str, float]:
+    """Float32 GEMM rate (FLOP/s) of an ``n x n x n`` product through each available BLAS and
+    through neurosim's block kernels.
+
+    Keys: ``"numba"`` (:func:`numba_product`), ``"numpy"``, ``"torch"`` when installed and
+    ``"neurosim"`` (:func:`block_kernel_product`) where the block kernels run. Medians of
+    ``repeats`` after a warm-up.
     """
     a, b, out = square_operands(n)
     flops = 2.0 * n**3
     fns = {"numba": numba_product(a, b, out), "numpy": lambda: np.matmul(a, b, out=out)}
+    ours = block_kernel_product(a, b, out, threads)
+    if ours is not None:
+        fns["neurosim"] = ours
     torch = try_import_torch()
     if torch is not None:
         ta, tb, tout = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out)

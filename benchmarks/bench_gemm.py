@@ -29,6 +29,9 @@ sys.path[:0] = [os.path.dirname(_HERE), _HERE]
 from _common import format_table, interleaved, machine_summary, pin_threads  # noqa: E402
 
 SHAPES = [(32, 64, 64), (64, 128, 128), (64, 256, 256), (128, 256, 256)]
+# --large: the products of wide layers and big batches (a (10, 1024, 256) training step has
+# 128 x 1024 x 1024 shards), where the AVX-512 kernels still take them.
+LARGE_SHAPES = [(128, 512, 512), (128, 1024, 1024), (256, 1024, 1024), (64, 2048, 2048)]
 
 
 def _loops():
@@ -64,16 +67,19 @@ def operands(kind, m, k, n, dtype, rng):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=30, help="timed calls per candidate")
+    parser.add_argument("--large", action="store_true",
+                        help="also the products of wide layers (LARGE_SHAPES)")
     args = parser.parse_args(argv)
-    from neurosim.kernels.smallgemm import ENABLED
+    from neurosim.kernels.smallgemm import ENABLED, VECTOR_BYTES
 
-    print(f"# bench_gemm: {machine_summary(1)}; block kernels enabled: {ENABLED}", flush=True)
+    print(f"# bench_gemm: {machine_summary(1)}; block kernels enabled: {ENABLED} "
+          f"({VECTOR_BYTES}-byte vectors)", flush=True)
     ours, blas = _loops()
     rng = np.random.default_rng(0)
     rows = []
     with pin_threads(1):
         for dtype in (np.float32, np.float64):
-            for m, k, n in SHAPES:
+            for m, k, n in SHAPES + (LARGE_SHAPES if args.large else []):
                 for kind in ("forward", "weight grad", "error below"):
                     a, b, c = operands(kind, m, k, n, dtype, rng)
                     reps = max(1, int(2e8 // (2 * m * k * n)))

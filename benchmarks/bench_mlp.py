@@ -20,8 +20,9 @@ at least 50 steps after warm-up:
   BLAS neurosim calls (``np.dot`` in ``@njit``): a floor for any implementation on that BLAS.
 
 FLOPs per step are counted as ``6 B sum(fan_in fan_out)``. The machine's float32 GEMM rate is
-that of a 2048^3 product at ``--threads`` threads: through each available BLAS library before
-and after the workloads, and through numba's once per round among each configuration's
+that of a 2048^3 product at ``--threads`` threads: through each available BLAS library and
+through neurosim's own block kernels (columns split across the threads) before and after the
+workloads, and through numba's once per round among each configuration's
 workloads (so that it sees the same load); the highest of these rates is used, which makes
 the engine's share of it a conservative figure. The cold start (:mod:`bench_coldstart`) runs
 last.

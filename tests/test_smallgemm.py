@@ -11,6 +11,7 @@ from numba import njit
 from neurosim.kernels.smallgemm import (
     ENABLED,
     MAX_FLOAT32_VOLUME,
+    MAX_FLOAT64_VOLUME,
     MAX_PACKED_BYTES,
     MAX_PACKED_K,
     MIN_ROWS_TO_PACK,
@@ -79,12 +80,18 @@ def test_views_into_flat_buffers_like_the_engine():
 
 def test_large_products_use_blas_and_agree():
     rng = np.random.default_rng(2)
-    a, b = _operands(rng, 128, 512, 256, np.float32, False, False)
+    k = n = 512
+    m = MAX_FLOAT32_VOLUME // (k * n) + 1  # just above the limit (AVX2: 129, AVX-512: 2049)
+    a, b = _operands(rng, m, k, n, np.float32, False, False)
     assert a.shape[0] * a.shape[1] * b.shape[1] > MAX_FLOAT32_VOLUME
-    c = np.empty((128, 256), np.float32)
+    c = np.empty((m, n), np.float32)
     assert not _takes_block_path(a, b, c)
     matmul_into(a, b, c)
     np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4)
+    below = np.empty((m - 1, n), np.float32)  # at the limit: block kernels on one BLAS thread
+    assert _takes_block_path(a[1:], b, below) == (ENABLED and blas_threads() == 1)
+    matmul_into(a[1:], b, below)
+    _check(a[1:], b, below)
 
 
 def test_long_transposed_operands_use_blas():
@@ -160,10 +167,12 @@ def test_copied_panels_whole_and_one_at_a_time(dtype, b_transposed, whole):
         m, k, n = MIN_ROWS_TO_PACK, 37, 4 * nr
     else:
         k, n = MAX_PACKED_BYTES // (item * 3 * nr) + 3, 3 * nr
-        m = MIN_ROWS_TO_PACK if dtype == np.float32 else 8
-        if dtype == np.float64 and not b_transposed:
-            pytest.skip("float64: a b with contiguous rows too large to copy whole exceeds "
-                        "MAX_FLOAT64_VOLUME at MIN_ROWS_TO_PACK rows")
+        m = MIN_ROWS_TO_PACK
+        if m * k * n > (MAX_FLOAT32_VOLUME if dtype == np.float32 else MAX_FLOAT64_VOLUME):
+            if not b_transposed:  # rows are copied only for MIN_ROWS_TO_PACK rows or more
+                pytest.skip("a b with contiguous rows too large to copy whole exceeds the "
+                            "size limit at MIN_ROWS_TO_PACK rows (AVX2 float64)")
+            m = 8
     assert (k * n * item <= MAX_PACKED_BYTES) == whole
     threadpoolctl = pytest.importorskip("threadpoolctl")
     rng = np.random.default_rng(6)
@@ -229,7 +238,7 @@ def test_avx2_kernels_give_the_bits_of_the_avx512_ones(tmp_path):
         "rng = np.random.default_rng(4)\n"
         "out = {'width': np.array(VECTOR_BYTES)}\n"
         "for dt in (np.float32, np.float64):\n"
-        "    for m, k, n in ((13, 70, 64), (64, 256, 128), (5, 33, 32)):\n"
+        "    for m, k, n in ((13, 70, 64), (48, 128, 64), (5, 33, 32)):\n"
         "        a = rng.standard_normal((m, k)).astype(dt)\n"
         "        w = rng.standard_normal((k, n)).astype(dt)\n"
         "        for name, b in (('rows', w), ('cols', np.ascontiguousarray(w.T).T)):\n"
@@ -242,8 +251,8 @@ def test_avx2_kernels_give_the_bits_of_the_avx512_ones(tmp_path):
         "np.savez(sys.argv[1], **out)\n")
     results = []
     for width in ("32", "64"):
-        env = {**os.environ, "NEUROSIM_SIMD_BYTES": width,
-               "NUMBA_CACHE_DIR": str(tmp_path / f"cache{width}")}
+        env = {**os.environ, "NEUROSIM_SIMD_BYTES": width, "OPENBLAS_NUM_THREADS": "1",
+               "NUMBA_CACHE_DIR": str(tmp_path / f"cache{width}")}  # block kernels throughout
         target = tmp_path / f"out{width}.npz"
         subprocess.run([sys.executable, str(script), str(target)], env=env, check=True,
                        timeout=600)

@@ -45,11 +45,8 @@ from numba.extending import intrinsic
 
 N_VECTORS = 2  # vectors per row of a result block: NR = 2 * VECTOR_BYTES / itemsize columns
 MAX_ROWS = 6  # rows of a result block: 2 * 6 accumulators + 2 loads + 1 broadcast registers
-# Largest m * k * n computed here; above it BLAS's packing and cache blocking win.
-MAX_FLOAT32_VOLUME = 128 * 256 * 256
-MAX_FLOAT64_VOLUME = 64 * 128 * 128
 # Longest shared dimension of a product whose ``b`` is copied one panel at a time to the stack
-# (k x NR values: at most 128 KiB of the calling thread's stack).
+# (k x NR values: at most 256 KiB of the calling thread's stack).
 MAX_PACKED_K = 2048
 # Largest ``b`` copied whole to the stack (bytes).
 MAX_PACKED_BYTES = 256 * 1024
@@ -95,6 +92,16 @@ def _vector_bytes() -> int:
 
 ENABLED = _host_has_fma_vectors()
 VECTOR_BYTES = _vector_bytes()
+# Largest m * k * n computed here; above it BLAS's packing and cache blocking win. With AVX2
+# that happens early; the AVX-512 kernels (twice the multiply-adds per instruction) beat the
+# BLAS numba calls (OpenBLAS, which runs AVX2 kernels on AMD Zen 4/5) up to these sizes
+# (python benchmarks/bench_gemm.py --large).
+if VECTOR_BYTES == 64:
+    MAX_FLOAT32_VOLUME = 512 * 1024 * 1024
+    MAX_FLOAT64_VOLUME = 256 * 1024 * 1024
+else:
+    MAX_FLOAT32_VOLUME = 128 * 256 * 256
+    MAX_FLOAT64_VOLUME = 64 * 128 * 128
 
 _THREADS_SYMBOL = "neurosim_blas_get_num_threads"
 _GEMM_SYMBOLS = {types.float32: "neurosim_gemm_f32", types.float64: "neurosim_gemm_f64"}
