@@ -225,14 +225,7 @@ def bias_activation_cols(h, b, code, p0, p1, p2, out, lo, hi):
     against 3.5 ns per element with the code known only at run time).
     """
     if code == TANH:
-        bc = b[lo:hi]
-        for i in range(h.shape[0]):
-            hr = h[i, lo:hi]
-            ur = out[i, lo:hi]
-            for j in range(hr.shape[0]):
-                v = hr[j] + bc[j]
-                hr[j] = v
-                ur[j] = tanh_fast(v)
+        _bias_phi_rows(TANH, h, b, out, lo, hi, p0, p1, p2)
     elif code == RELU:
         _bias_phi_rows(RELU, h, b, out, lo, hi, p0, p1, p2)
     elif code == LINEAR:
@@ -256,7 +249,15 @@ def _bias_phi_rows(code, h, b, out, lo, hi, p0, p1, p2):
         for j in range(hr.shape[0]):
             v = hr[j] + bc[j]
             hr[j] = v
-            ur[j] = phi(code, v, p0, p1, p2)
+            ur[j] = _phi_fast(code, v, p0, p1, p2)
+
+
+@njit(cache=True, error_model="numpy", fastmath=FASTMATH)
+def _phi_fast(code, x, p0, p1, p2):
+    """phi(x) with the vectorisable tanh; with a constant ``code`` the branches fold."""
+    if code == TANH:
+        return tanh_fast(x)
+    return phi(code, x, p0, p1, p2)
 
 
 @njit(cache=True, error_model="numpy", fastmath=FASTMATH)
@@ -298,18 +299,8 @@ def activation_backward_cols(g, mask, use_mask, h, u, code, p0, p1, p2, delta, d
     ds = delta_sum[lo:hi]
     for j in range(ds.shape[0]):
         ds[j] = like(h, 0.0)
-    if code == TANH and not use_mask:
-        one = like(h, 1.0)
-        for i in range(h.shape[0]):
-            gr = g[i, lo:hi]
-            ur = u[i, lo:hi]
-            dr = delta[i, lo:hi]
-            for j in range(ds.shape[0]):
-                a = ur[j]
-                d = gr[j] * (one - a * a)
-                dr[j] = d
-                ds[j] += d
-        return like(h, 0.0)
+    if code == TANH:
+        return _delta_rows(TANH, g, mask, use_mask, h, u, delta, ds, lo, hi, p0, p1, p2)
     if code == RELU:
         return _delta_rows(RELU, g, mask, use_mask, h, u, delta, ds, lo, hi, p0, p1, p2)
     if code == LINEAR:
@@ -320,8 +311,6 @@ def activation_backward_cols(g, mask, use_mask, h, u, code, p0, p1, p2, delta, d
         return _delta_rows(HARD_TANH, g, mask, use_mask, h, u, delta, ds, lo, hi, p0, p1, p2)
     if code == SOFTSIGN:
         return _delta_rows(SOFTSIGN, g, mask, use_mask, h, u, delta, ds, lo, hi, p0, p1, p2)
-    if code == TANH:
-        return _delta_rows(TANH, g, mask, use_mask, h, u, delta, ds, lo, hi, p0, p1, p2)
     return _delta_rows(code, g, mask, use_mask, h, u, delta, ds, lo, hi, p0, p1, p2)
 
 
