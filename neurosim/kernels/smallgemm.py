@@ -285,59 +285,23 @@ def _copy_vectors(typingctx, src, src_off, dst, dst_off, n_vectors):
 
 
 def _transpose_stages(builder, rows, lanes, i32):
-    """Shuffles turning ``lanes`` row vectors of a square tile into its column vectors (the
-    AVX unpack / shuffle / lane-permute network: 3 stages for 8 lanes, 2 for 4)."""
+    """Shuffles turning ``lanes`` row vectors of a square tile into its column vectors, in
+    log2(lanes) stages: at block size ``b`` the pair of rows ``(i, i + b)`` swaps its
+    off-diagonal ``b``-element blocks (for 8 lanes: the AVX lane-permute, shuffle and unpack
+    network)."""
     def mask(indices):
         return ir.Constant(ir.VectorType(i32, lanes), [ir.Constant(i32, i) for i in indices])
 
-    if lanes not in (4, 8):
-        return _butterfly_transpose(builder, rows, lanes, mask)
-    if lanes == 4:
-        t = []
-        for p in range(2):
-            t.append(builder.shuffle_vector(rows[2 * p], rows[2 * p + 1], mask([0, 4, 2, 6])))
-            t.append(builder.shuffle_vector(rows[2 * p], rows[2 * p + 1], mask([1, 5, 3, 7])))
-        return [builder.shuffle_vector(t[0], t[2], mask([0, 1, 4, 5])),
-                builder.shuffle_vector(t[1], t[3], mask([0, 1, 4, 5])),
-                builder.shuffle_vector(t[0], t[2], mask([2, 3, 6, 7])),
-                builder.shuffle_vector(t[1], t[3], mask([2, 3, 6, 7]))]
-    t = []
-    for p in range(4):
-        t.append(builder.shuffle_vector(rows[2 * p], rows[2 * p + 1],
-                                        mask([0, 8, 1, 9, 4, 12, 5, 13])))
-        t.append(builder.shuffle_vector(rows[2 * p], rows[2 * p + 1],
-                                        mask([2, 10, 3, 11, 6, 14, 7, 15])))
-    s = []
-    for p in range(2):
-        x0, x1, y0, y1 = t[4 * p:4 * p + 4]
-        for x, y in ((x0, y0), (x1, y1)):
-            s.append(builder.shuffle_vector(x, y, mask([0, 1, 8, 9, 4, 5, 12, 13])))
-            s.append(builder.shuffle_vector(x, y, mask([2, 3, 10, 11, 6, 7, 14, 15])))
-    # s[0..3]: columns (0|4), (1|5), (2|6), (3|7) of rows 0-3 (low | high 128-bit lane);
-    # s[4..7] the same of rows 4-7.
-    cols = [None] * 8
-    for q in range(4):
-        cols[q] = builder.shuffle_vector(s[q], s[4 + q], mask([0, 1, 2, 3, 8, 9, 10, 11]))
-        cols[q + 4] = builder.shuffle_vector(s[q], s[4 + q],
-                                             mask([4, 5, 6, 7, 12, 13, 14, 15]))
-    return cols
-
-
-def _butterfly_transpose(builder, rows, lanes, mask):
-    """Transpose ``lanes`` row vectors in log2(lanes) stages: at block size ``b`` the pair of
-    rows ``(i, i + b)`` swaps its off-diagonal ``b``-element blocks (any power of two)."""
     rows = list(rows)
     b = lanes // 2
     while b >= 1:
+        keep = mask([j if (j // b) % 2 == 0 else lanes + j - b for j in range(lanes)])
+        swap = mask([j + b if (j // b) % 2 == 0 else lanes + j for j in range(lanes)])
         out = list(rows)
         for i in range(lanes):
-            if (i // b) % 2:
-                continue
-            x, y = rows[i], rows[i + b]
-            keep = [j if (j // b) % 2 == 0 else lanes + j - b for j in range(lanes)]
-            swap = [j + b if (j // b) % 2 == 0 else lanes + j for j in range(lanes)]
-            out[i] = builder.shuffle_vector(x, y, mask(keep))
-            out[i + b] = builder.shuffle_vector(x, y, mask(swap))
+            if (i // b) % 2 == 0:
+                out[i] = builder.shuffle_vector(rows[i], rows[i + b], keep)
+                out[i + b] = builder.shuffle_vector(rows[i], rows[i + b], swap)
         rows = out
         b //= 2
     return rows
@@ -345,8 +309,9 @@ def _butterfly_transpose(builder, rows, lanes, mask):
 
 @intrinsic
 def _transpose_tile(typingctx, src, src_off, src_row_stride, dst, dst_off, dst_row_stride):
-    """Transpose one square tile of ``L x L`` elements (``L`` values per SIMD vector: 8 float32
-    or 4 float64): ``dst[dst_off + c * dst_rs + r] = src[src_off + r * src_rs + c]``."""
+    """Transpose one square tile of ``L x L`` elements (``L`` values per SIMD vector: with AVX2
+    8 float32 or 4 float64, with AVX-512 16 or 8):
+    ``dst[dst_off + c * dst_rs + r] = src[src_off + r * src_rs + c]``."""
     if not _same_float_arrays(src, dst):
         return None
     intp = types.intp
