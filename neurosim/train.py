@@ -123,6 +123,13 @@ def default_threads() -> int:
     return max(1, int(config.NUMBA_NUM_THREADS))
 
 
+def worth_threading(net, batch: int) -> bool:
+    """True when a pass of ``net`` over ``batch`` samples has enough multiply-adds
+    (``MIN_MULTIPLY_ADDS_PER_THREAD``) for a second thread to save more than it costs."""
+    weights = sum(a * b for a, b in zip(net.sizes[:-1], net.sizes[1:], strict=True))
+    return batch * weights >= MIN_MULTIPLY_ADDS_PER_THREAD
+
+
 _POOLS: dict = {}
 _BLAS = {}
 
@@ -321,8 +328,7 @@ class MLPTrainer(_MLPTrainerBase):
             shards = 1
         self.shards = shards
         self.threads = min(self.shards, self.threads)
-        weights = sum(a * b for a, b in zip(net.sizes[:-1], net.sizes[1:], strict=True))
-        if self.batch * weights < MIN_MULTIPLY_ADDS_PER_THREAD:
+        if not worth_threading(net, self.batch):
             self.threads = 1
         self._dropout_rngs = ([np.random.default_rng(q) for q in self._dropout_seqs]
                               if net.dropout > 0 else [_kt.NO_RNG] * _kt.MAX_SHARDS)

@@ -391,7 +391,7 @@ def _mlp_measure(net, X, Y, loss, training, threads):
     from .. import losses as _losses
     from ..kernels import propagation as _prop
     from ..kernels.mlp_train import SYNC_SIZE
-    from ..train import MIN_MULTIPLY_ADDS_PER_THREAD, _run_team, default_threads
+    from ..train import _run_team, default_threads, worth_threading
 
     loss_code = _losses.get(loss).code
     X = check_data("X", X, n_features=net.sizes[0], dtype=net.dtype)
@@ -407,9 +407,8 @@ def _mlp_measure(net, X, Y, loss, training, threads):
                            float(np.mean(np.sqrt(rows))), float(np.mean(rows)), np.nan,
                            _sumsq(net.weights[l]), _sumsq(net.biases[l]))
         return float(value), table, X
-    weights = sum(a * b for a, b in zip(net.sizes[:-1], net.sizes[1:], strict=True))
     if threads is None:
-        threads = default_threads() if nb * weights >= MIN_MULTIPLY_ADDS_PER_THREAD else 1
+        threads = default_threads() if worth_threading(net, nb) else 1
     threads = min(threads, _prop.MAX_CHUNKS)
     use_masks = bool(training) and net.dropout > 0
     H, U, A, MK, *work = _profile_workspace(net, nb, use_masks)
@@ -457,7 +456,7 @@ def _profile_workspace(net, nb, use_masks):
               np.empty((chunks, nb * nb), dt), np.empty((chunks, max(direct, default=0)), dt),
               np.zeros((chunks, _prop.N_PARTS)), np.zeros((chunks, nb)))
     _WORKSPACES.last = None
-    if sum(a.nbytes for a in arrays if a is not U) <= MAX_KEPT_WORKSPACE_BYTES:
+    if sum({id(a): a.nbytes for a in arrays}.values()) <= MAX_KEPT_WORKSPACE_BYTES:  # A may be U
         _WORKSPACES.last = (key, arrays)
     return arrays
 
