@@ -533,10 +533,18 @@ def error_below(err, g, params, layout, l, g_prev):
     identity skip): dL/da_{l-1} for layer ``l >= 1``; shapes ``(nb, n_out)`` -> ``(nb, n_in)``."""
     matmul_into(err, weight(params, layout, l).T, g_prev)
     if layout[l, SKIP] == 1:
-        nb, n = g.shape
-        for i in range(nb):
-            for j in range(n):
-                g_prev[i, j] += g[i, j]
+        add_cols(g, g_prev, 0, g.shape[1])
+
+
+@njit(cache=True, error_model="numpy", fastmath=FASTMATH)
+def add_cols(x, out, lo, hi):
+    """``out[:, lo:hi] += x[:, lo:hi]`` for (m, n) arrays (the gradient through a skip; rows as
+    slices indexed from 0, as in :func:`bias_activation_cols`)."""
+    for i in range(x.shape[0]):
+        xr = x[i, lo:hi]
+        outr = out[i, lo:hi]
+        for j in range(xr.shape[0]):
+            outr[j] += xr[j]
 
 
 @njit(cache=True)

@@ -40,6 +40,7 @@ from .dense import (
     W_OFF,
     _act_params,
     activation_backward_cols,
+    add_cols,
     bias_activation_cols,
     block,
     combine_output_cols,
@@ -417,18 +418,8 @@ def profile_pass(tid, n_threads, sync, layout, act_params, params, X, Y, loss_co
                 if lo < hi:
                     matmul_part_into(delta, w[lo:hi, :].T, below[:, lo:hi])
                     if layout[l, SKIP] == 1:
-                        _add_cols(g, below, lo, hi)
+                        add_cols(g, below, lo, hi)
             cur, nxt = nxt, cur
         if not barrier(sync, n_threads):
             return False
     return True
-
-
-@njit(cache=True, error_model="numpy", fastmath=FASTMATH)
-def _add_cols(x, out, lo, hi):
-    """``out[:, lo:hi] += x[:, lo:hi]`` for (m, n) arrays (the gradient through a skip)."""
-    for i in range(x.shape[0]):
-        xr = x[i, lo:hi]
-        outr = out[i, lo:hi]
-        for j in range(xr.shape[0]):
-            outr[j] += xr[j]
