@@ -18,6 +18,7 @@ from neurosim.kernels.smallgemm import (
     VECTOR_BYTES,
     _scipy_blas_paths,
     blas_threads,
+    copies_rows_of_a,
     matmul_into,
     matmul_part_into,
     panel_width,
@@ -185,6 +186,32 @@ def test_copied_panels_whole_and_one_at_a_time(dtype, b_transposed, whole):
         matmul_into(a[:5], np.ascontiguousarray(b), head)
     _check(a, b, c)
     assert np.array_equal(head, c[:5])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("b_transposed", [False, True])
+def test_transposed_a_copied_to_rows(dtype, b_transposed):
+    """A transposed ``a`` (``A.T``, as in a weight gradient) large enough is first copied into
+    contiguous rows, by tiles with ragged edges along both axes; the bits equal those of the
+    kernels reading a contiguous copy of it in place, and small products read it in place."""
+    if not ENABLED:
+        pytest.skip("block kernels disabled on this CPU")
+    item = np.dtype(dtype).itemsize
+    nr = panel_width(item)
+    lanes = VECTOR_BYTES // item
+    m, k, n = 2 * MIN_ROWS_TO_PACK + 5, 5 * lanes + 3, max(4 * nr, 128)  # ragged tiles
+    assert copies_rows_of_a(m, k, n, 1, m, nr)
+    assert not copies_rows_of_a(m, k, n, k, 1, nr)  # rows already contiguous
+    assert not copies_rows_of_a(m, k, nr, 1, m, nr)  # one panel: a is read once anyway
+    assert not copies_rows_of_a(32, 64, 64, 1, 32, nr)  # too small to pay for the copy
+    rng = np.random.default_rng(8)
+    a, b = _operands(rng, m, k, n, dtype, True, b_transposed)
+    c = np.full((m, n), np.nan, dtype)
+    in_place = np.full((m, n), np.nan, dtype)
+    matmul_part_into(a, b, c)
+    matmul_part_into(np.ascontiguousarray(a), b, in_place)
+    _check(a, b, c)
+    assert np.array_equal(c, in_place)
 
 
 def test_non_finite_values_propagate():

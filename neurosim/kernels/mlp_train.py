@@ -4,7 +4,8 @@ One call of :func:`train_epoch` runs every optimizer step of one epoch: gather t
 dropout masks, forward and backward (:func:`neurosim.kernels.dense.forward_backward`), record,
 check for divergence, clip, update (:func:`neurosim.kernels.optim.optimizer_step`) and update
 batch-norm running statistics. Workspaces are allocated by the caller once per run; a step
-allocates nothing.
+allocates only the row copies of large weight-gradient operands
+(:func:`neurosim.kernels.smallgemm.copies_rows_of_a`).
 
 Shards and threads
 ------------------
