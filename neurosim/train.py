@@ -25,6 +25,7 @@ from .history import History
 from .kernels import dense as _dense
 from .kernels import losses as _kloss
 from .kernels import mlp_train as _kt
+from .kernels import sync as _sync
 from .tasks import as_task
 
 
@@ -190,7 +191,7 @@ def _run_team(n_threads, work, sync=None):
             return work(tid)
         except BaseException:
             if sync is not None:
-                sync[_kt.SYNC_ABORT] = 1
+                sync[_sync.SYNC_ABORT] = 1
             raise
 
     with _single_threaded_blas():
@@ -300,9 +301,11 @@ class MLPTrainer(_MLPTrainerBase):
         Parts each minibatch of at least ``2 * MIN_SHARD_ROWS`` samples (without batch norm)
         is split into, default 2. The numbers depend on ``shards`` and never on ``threads``
         (one thread runs two shards one after the other), so a run gives the same numbers on
-        any machine and inside any sweep worker. ``shards=1`` is 10-30% faster on one thread
-        (a whole-batch matrix product beats two half-batch ones) but cannot use a second
-        thread.
+        any machine and inside any sweep worker. ``shards=1`` computes the whole-batch
+        gradient, 10-30% faster on one thread (a whole-batch matrix product beats two
+        half-batch ones); for a net worth a second thread (without batch norm) its steps are
+        chunked: every layer split by columns into two fixed chunks that the threads share
+        (:mod:`neurosim.kernels.chunked`), with the same numbers on one thread or two.
 
     Attributes
     ----------
@@ -312,10 +315,13 @@ class MLPTrainer(_MLPTrainerBase):
     diverged_step : int or None
     shards : int
         Parts each minibatch is actually split into (1 for smaller batches and batch norm).
+    chunked : bool
+        Whether steps are chunked (``shards == 1``, no batch norm, and a net worth a second
+        thread).
     threads : int
-        Threads that run the shards: at most ``shards``, and 1 for a net whose step has fewer
-        than ``MIN_MULTIPLY_ADDS_PER_THREAD`` multiply-adds (batch x weights), where a second
-        thread costs more than it saves.
+        Threads that run the shards or chunks: at most 2 (and at most ``shards`` unless
+        chunked), and 1 for a net whose step has fewer than ``MIN_MULTIPLY_ADDS_PER_THREAD``
+        multiply-adds (batch x weights), where a second thread costs more than it saves.
     """
 
     def __init__(self, net, X, Y, optimizer="sgd", lr=0.01, batch_size=32, loss="mse",
@@ -327,8 +333,10 @@ class MLPTrainer(_MLPTrainerBase):
         if net.batchnorm or self.batch < 2 * MIN_SHARD_ROWS:
             shards = 1
         self.shards = shards
-        self.threads = min(self.shards, self.threads)
-        if not worth_threading(net, self.batch):
+        wide = worth_threading(net, self.batch)
+        self.chunked = shards == 1 and wide and not net.batchnorm
+        self.threads = min(_kt.MAX_CHUNKS if self.chunked else self.shards, self.threads)
+        if not wide:
             self.threads = 1
         self._dropout_rngs = ([np.random.default_rng(q) for q in self._dropout_seqs]
                               if net.dropout > 0 else [_kt.NO_RNG] * _kt.MAX_SHARDS)
@@ -345,7 +353,7 @@ class MLPTrainer(_MLPTrainerBase):
         if proto[2] is proto[1]:  # A is U: no layer has a skip or dropout
             stacked[2] = stacked[1]
         self._work = stacked
-        self._sync = np.zeros(_kt.SYNC_SIZE, np.int64)
+        self._sync = np.zeros(_sync.SYNC_SIZE, np.int64)
         self._shared = np.zeros(_kt.shared_size(net.n_layers))
         self._bn_eps = dt.type(BN_EPS)
         self._epoch_kernel = _kt.train_epoch  # its compiled entry point after the first call
@@ -368,8 +376,9 @@ class MLPTrainer(_MLPTrainerBase):
         self._sync[:] = 0
 
         args = (self._sync, self._shared, net.layout, net.act_params, net.params, self._grads,
-                self.X, self.Y, order, self.batch, self.loss.code, self.optimizer.code, self.lr,
-                self._hyper, self._s1, self._s2, self.step, self.weight_decay,
+                self.X, self.Y, order, self.batch, self.chunked, self.loss.code,
+                self.optimizer.code, self.lr, self._hyper, self._s1, self._s2, self.step,
+                self.weight_decay,
                 self.clip_norm or 0.0, self.clip_value or np.inf, net.dropout,
                 *self._dropout_rngs, self._bn_eps, BN_MOMENTUM, net.bn_state, self.record_every,
                 *rec, 0, self._XB, self._YB, *self._work)
@@ -450,8 +459,9 @@ def train_mlp(net, task, optimizer="sgd", lr=0.01, epochs=10, batch_size=32, los
         are computed concurrently, each thread calling single-threaded BLAS; sums are formed in
         a fixed order, so the numbers never depend on ``threads`` or on BLAS thread settings.
     shards : {1, 2}
-        See :class:`MLPTrainer` (default 2; ``shards=1`` is faster on a single thread and
-        gives slightly different rounding).
+        See :class:`MLPTrainer` (default 2; ``shards=1``, the whole-batch gradient, is faster
+        on a single thread, splits a wide net's layers by columns between threads, and gives
+        slightly different rounding).
         ``threads`` and ``shards`` are checked but unused for a network on
         ``device="cuda"``, which trains on the GPU
         (:class:`neurosim._cuda_models.CudaMLPTrainer`).

@@ -8,6 +8,7 @@ import pytest
 
 import neurosim as ns
 from neurosim.kernels import mlp_train as kt
+from neurosim.kernels import sync as ksync
 from neurosim.train import MLPTrainer, _run_team
 
 train_module = importlib.import_module("neurosim.train")
@@ -100,13 +101,13 @@ def test_divergence_with_two_shards(task):
 
 
 def test_an_error_in_one_thread_stops_the_others():
-    sync = np.zeros(kt.SYNC_SIZE, np.int64)
+    sync = np.zeros(ksync.SYNC_SIZE, np.int64)
     seen = {}
 
     def work(tid):
         if tid == 1:
             raise RuntimeError("worker failed")
-        seen["passed"] = kt.barrier(sync, 2)  # would wait forever without the abort flag
+        seen["passed"] = ksync.barrier(sync, 2)  # would wait forever without the abort flag
         return 0
 
     with pytest.raises(RuntimeError, match="worker failed"):
@@ -115,7 +116,7 @@ def test_an_error_in_one_thread_stops_the_others():
 
 
 def test_barrier_keeps_threads_in_step():
-    sync = np.zeros(kt.SYNC_SIZE, np.int64)
+    sync = np.zeros(ksync.SYNC_SIZE, np.int64)
     log = np.zeros((2, 200), np.int64)
     counter = np.zeros(1, np.int64)
 
@@ -123,9 +124,9 @@ def test_barrier_keeps_threads_in_step():
         for r in range(200):
             if tid == 0:
                 counter[0] += 1
-            assert kt.barrier(sync, 2)
+            assert ksync.barrier(sync, 2)
             log[tid, r] = counter[0]
-            assert kt.barrier(sync, 2)
+            assert ksync.barrier(sync, 2)
         return 0
 
     _run_team(2, work, sync)

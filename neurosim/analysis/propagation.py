@@ -390,7 +390,7 @@ def _mlp_measure(net, X, Y, loss, training, threads):
     left NaN)."""
     from .. import losses as _losses
     from ..kernels import propagation as _prop
-    from ..kernels.mlp_train import SYNC_SIZE
+    from ..kernels.sync import SYNC_SIZE
     from ..train import _run_team, default_threads, worth_threading
 
     loss_code = _losses.get(loss).code

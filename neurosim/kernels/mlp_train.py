@@ -7,25 +7,31 @@ batch-norm running statistics. Workspaces are allocated by the caller once per r
 allocates only the row copies of large weight-gradient operands
 (:func:`neurosim.kernels.smallgemm.copies_rows_of_a`).
 
-Shards and threads
-------------------
+Shards, chunks and threads
+--------------------------
 Each minibatch may be split into ``S`` shards (consecutive row ranges; ``S`` is the first axis
 of the gradient and workspace arrays). Shard ``s`` computes the gradient of its own mean loss
 into ``grads[s]``; the minibatch gradient is ``sum_s (n_s / nb) grads[s]``, summed in shard
 order. ``T <= S`` threads (Python threads calling this GIL-free kernel with ``tid = 0..T-1``)
 share the shards (thread ``t`` takes shards ``t, t + T, ...``) and the passes over the
-parameter buffer (``S`` fixed chunks, the same way), meeting at three barriers per step. Every
-sum is formed in an order fixed by ``S`` alone, so the results do not depend on ``T``; the
-BLAS the threads call must run single-threaded for the same reason (float32 GEMMs round
-differently with different BLAS thread counts), which the caller arranges.
+parameter buffer (``S`` fixed ranges, the same way), meeting at three barriers per step.
+
+A ``chunked`` step (``S = 1``) computes the whole-batch gradient instead, every layer's
+products and passes split by columns into chunks the threads share
+(:mod:`neurosim.kernels.chunked`), and the flat passes in ``MAX_CHUNKS`` ranges: no work is
+duplicated and no shard gradients are combined, which pays for wide layers.
+
+Every sum is formed in an order fixed by ``S`` and ``chunked`` alone, so the results do not
+depend on ``T``; the BLAS the threads call must run single-threaded for the same reason
+(float32 GEMMs round differently with different BLAS thread counts), which the caller
+arranges.
 """
 
 import numpy as np
-from llvmlite import ir
 from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 
+from .chunked import MAX_CHUNKS, forward_backward_chunked
 from .dense import (
     BN_RUN_OFF,
     BN_STAT_OFF,
@@ -37,96 +43,24 @@ from .dense import (
 )
 from .optim import REDUCE_FASTMATH, clipped_sumsq, optimizer_step, sumsq64, weight_grad_norms
 from .scalar import like
+from .sync import barrier
 
 MAX_SHARDS = 2
 
-# Layout of the int64 synchronisation array.
-SYNC_ARRIVED = 0
-SYNC_GENERATION = 1
-SYNC_ABORT = 2
-SYNC_SIZE = 3
-
-# Layout of the float64 array the threads exchange values through.
+# Layout of the float64 array the threads exchange values through. The flat passes over the
+# gradient (checks, update) run in one range per shard, or MAX_CHUNKS ranges in chunked steps.
+MAX_RANGES = max(MAX_SHARDS, MAX_CHUNKS)
 SH_LOSS = 0  # per shard: its mean loss
-SH_SUMSQ = SH_LOSS + MAX_SHARDS  # per chunk: sum of squares of the clipped gradient
-SH_PROBE = SH_SUMSQ + MAX_SHARDS  # per chunk: 0, or NaN when a gradient entry is not finite
-SH_OK = SH_PROBE + MAX_SHARDS  # per chunk: 1 when every update was finite
-SH_DELTA = SH_OK + MAX_SHARDS  # per shard and layer: sum over rows of ||delta row||
+SH_SUMSQ = SH_LOSS + MAX_SHARDS  # per range: sum of squares of the clipped gradient
+SH_PROBE = SH_SUMSQ + MAX_RANGES  # per range: 0, or NaN when a gradient entry is not finite
+SH_OK = SH_PROBE + MAX_RANGES  # per range: 1 when every update was finite
+SH_SLOPE = SH_OK + MAX_RANGES  # per column chunk: a PReLU slope's gradient (chunked steps)
+SH_DELTA = SH_SLOPE + MAX_CHUNKS  # per shard and layer: sum over rows of ||delta row||
 
 
 def shared_size(n_layers: int) -> int:
     """Length of the ``shared`` array for ``n_layers`` layers."""
     return SH_DELTA + MAX_SHARDS * n_layers
-
-
-# ----------------------------------------------------------------------- synchronisation
-
-
-@intrinsic
-def _atomic_add(typingctx, arr, index, value):
-    if not (isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.ndim == 1):
-        return None
-
-    def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
-        return builder.atomic_rmw("add", ptr, args[2], "seq_cst")
-
-    return types.int64(arr, types.intp, types.int64), codegen
-
-
-@intrinsic
-def _atomic_load(typingctx, arr, index):
-    if not (isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.ndim == 1):
-        return None
-
-    def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
-        return builder.load_atomic(ptr, "seq_cst", 8)
-
-    return types.int64(arr, types.intp), codegen
-
-
-@intrinsic
-def _yield_cpu(typingctx):
-    def codegen(context, builder, signature, args):
-        fn = cgutils.get_or_insert_function(builder.module,
-                                            ir.FunctionType(ir.IntType(32), []),
-                                            "sched_yield")
-        builder.call(fn, [])
-        return context.get_dummy_value()
-
-    return types.none(), codegen
-
-
-_SPINS_BEFORE_YIELD = 1 << 14
-
-
-@njit(cache=True, nogil=True)
-def barrier(sync, n_threads):
-    """Wait until ``n_threads`` threads have arrived; False when another thread aborted.
-
-    A sense-reversing barrier on ``sync`` (``SYNC_ARRIVED`` counts arrivals, the last one
-    bumps ``SYNC_GENERATION``). Waiters spin briefly, then yield the CPU between checks.
-    """
-    if n_threads == 1:
-        return True
-    generation = _atomic_load(sync, SYNC_GENERATION)
-    if _atomic_add(sync, SYNC_ARRIVED, 1) == n_threads - 1:
-        _atomic_add(sync, SYNC_ARRIVED, -n_threads)
-        _atomic_add(sync, SYNC_GENERATION, 1)
-        return _atomic_load(sync, SYNC_ABORT) == 0
-    spins = 0
-    while _atomic_load(sync, SYNC_GENERATION) == generation:
-        if _atomic_load(sync, SYNC_ABORT) != 0:
-            return False
-        spins += 1
-        if spins > _SPINS_BEFORE_YIELD:
-            _yield_cpu()
-    return _atomic_load(sync, SYNC_ABORT) == 0
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -165,6 +99,17 @@ def delta_row_norm_sum(D, layout, nb, l):
     return total
 
 
+@njit(cache=True)
+def _gather(X, Y, order, first, rows, xb, yb):
+    """Rows ``order[first:first + rows]`` of ``X`` and ``Y`` into ``xb`` and ``yb``."""
+    for i in range(rows):
+        k = order[first + i]
+        for j in range(X.shape[1]):
+            xb[i, j] = X[k, j]
+        for j in range(Y.shape[1]):
+            yb[i, j] = Y[k, j]
+
+
 @njit(cache=True, error_model="numpy", fastmath=REDUCE_FASTMATH)
 def combine_shards(grads, w0, w1, start, stop, clip_value, with_sumsq):
     """``grads[0] = w0 grads[0] + w1 grads[1]`` on ``[start, stop)``, with the float64 sum of
@@ -194,7 +139,7 @@ def combine_shards(grads, w0, w1, start, stop, clip_value, with_sumsq):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def train_epoch(tid, n_threads, sync, shared, layout, act_params, params, grads, X, Y, order,
-                batch_size, loss_code, opt_code, lr, hyper, s1, s2, step0, weight_decay,
+                batch_size, chunked, loss_code, opt_code, lr, hyper, s1, s2, step0, weight_decay,
                 clip_norm, clip_value, dropout_p, rng0, rng1, bn_eps, bn_momentum, bn_state,
                 record_every, rec_steps, rec_loss, rec_grad, rec_delta, rec0,
                 XB, YB, H, U, A, XH, ST, MK, D, G0, G1, E):
@@ -218,6 +163,10 @@ def train_epoch(tid, n_threads, sync, shared, layout, act_params, params, grads,
         Sample order of this epoch; batches are consecutive slices of it (the last may be
         shorter).
     batch_size : int
+    chunked : bool
+        Compute each minibatch gradient whole (``S = 1``), every layer split into column
+        chunks that the threads share (:func:`.chunked.forward_backward_chunked`), instead of
+        shard by shard. The results depend on ``chunked`` but not on ``T``.
     loss_code : int
     opt_code, lr, hyper, s1, s2
         Optimizer (:func:`.optim.optimizer_step`) and its state.
@@ -274,34 +223,49 @@ def train_epoch(tid, n_threads, sync, shared, layout, act_params, params, grads,
         record = step % record_every == 0 and tid == 0
         active = min(n_shards, nb)  # a batch smaller than S leaves shards empty
         base, extra = divmod(nb, active)
-        # forward and backward, shard by shard
-        for s in range(tid, active, n_threads):
-            rows = base + (1 if s < extra else 0)
-            first = start + s * base + min(s, extra)
-            xb = XB[s, :rows]
-            yb = YB[s, :rows]
-            for i in range(rows):
-                k = order[first + i]
-                for j in range(X.shape[1]):
-                    xb[i, j] = X[k, j]
-                for j in range(Y.shape[1]):
-                    yb[i, j] = Y[k, j]
-            if has_dropout:
-                _masks_from(rng0 if s == 0 else rng1, dropout_p, layout, rows, MK[s])
-            shared[SH_LOSS + s] = forward_backward(
-                layout, act_params, params, xb, yb, loss_code, training, bn_eps, bn_state,
-                H[s], U[s], A[s], XH[s], ST[s], MK[s], D[s], G0[s], G1[s], E[s], grads[s])
-            if active > 1 and step % record_every == 0:
-                for l in range(n_layers):
-                    shared[SH_DELTA + s * n_layers + l] = delta_row_norm_sum(D[s], layout,
-                                                                             rows, l)
-        if not barrier(sync, n_threads):
-            return steps, rec - rec0, 2
+        if chunked:
+            if tid == 0:
+                _gather(X, Y, order, start, nb, XB[0], YB[0])
+                if has_dropout:
+                    _masks_from(rng0, dropout_p, layout, nb, MK[0])
+            if not barrier(sync, n_threads):
+                return steps, rec - rec0, 2
+            if not forward_backward_chunked(
+                    tid, n_threads, sync, layout, act_params, params, XB[0, :nb], YB[0, :nb],
+                    loss_code, training, H[0], U[0], A[0], MK[0], D[0], G0[0], G1[0], grads[0],
+                    shared[SH_SLOPE:SH_SLOPE + MAX_CHUNKS], shared[SH_LOSS:SH_LOSS + 1]):
+                return steps, rec - rec0, 2
+        else:
+            # forward and backward, shard by shard
+            for s in range(tid, active, n_threads):
+                rows = base + (1 if s < extra else 0)
+                first = start + s * base + min(s, extra)
+                _gather(X, Y, order, first, rows, XB[s], YB[s])
+                if has_dropout:
+                    _masks_from(rng0 if s == 0 else rng1, dropout_p, layout, rows, MK[s])
+                shared[SH_LOSS + s] = forward_backward(
+                    layout, act_params, params, XB[s, :rows], YB[s, :rows], loss_code, training,
+                    bn_eps, bn_state, H[s], U[s], A[s], XH[s], ST[s], MK[s], D[s], G0[s], G1[s],
+                    E[s], grads[s])
+                if active > 1 and step % record_every == 0:
+                    for l in range(n_layers):
+                        shared[SH_DELTA + s * n_layers + l] = delta_row_norm_sum(D[s], layout,
+                                                                                 rows, l)
+            if not barrier(sync, n_threads):
+                return steps, rec - rec0, 2
         # the minibatch gradient and its checks, chunk by chunk
         loss = shared[SH_LOSS]
         w0 = 1.0
         w1 = 0.0
-        if active == 1:
+        n_parts = MAX_CHUNKS if chunked else active  # ranges of the flat passes below
+        if chunked:
+            for c in range(tid, n_parts, n_threads):
+                total, finite = clipped_sumsq(grads[0, c * n_params // n_parts:
+                                                    (c + 1) * n_params // n_parts],
+                                              cv, with_sumsq)
+                shared[SH_SUMSQ + c] = total
+                shared[SH_PROBE + c] = 0.0 if finite else np.nan
+        elif active == 1:
             if tid == 0:
                 total, finite = clipped_sumsq(grads[0], cv, with_sumsq)
                 shared[SH_SUMSQ] = total
@@ -319,7 +283,7 @@ def train_epoch(tid, n_threads, sync, shared, layout, act_params, params, grads,
             return steps, rec - rec0, 2
         finite = np.isfinite(loss)
         total_sq = 0.0
-        for c in range(active):
+        for c in range(n_parts):
             finite = finite and shared[SH_PROBE + c] == 0.0
             total_sq += shared[SH_SUMSQ + c]
         if record:
@@ -347,15 +311,15 @@ def train_epoch(tid, n_threads, sync, shared, layout, act_params, params, grads,
             if norm > clip_norm:
                 gscale = clip_norm / norm
         # the update, chunk by chunk
-        if active == 1:
+        if n_parts == 1:
             if tid == 0:
                 shared[SH_OK] = 1.0 if optimizer_step(
                     opt_code, params, grads[0], s1, s2, lr, hyper, step + 1, weight_decay,
                     gscale, clip_value) else 0.0
         else:
-            for c in range(tid, active, n_threads):
-                lo = c * n_params // active
-                hi = (c + 1) * n_params // active
+            for c in range(tid, n_parts, n_threads):
+                lo = c * n_params // n_parts
+                hi = (c + 1) * n_params // n_parts
                 ok = optimizer_step(opt_code, params[lo:hi], grads[0, lo:hi],
                                     s1[lo:hi] if s1.shape[0] > 0 else s1,
                                     s2[lo:hi] if s2.shape[0] > 0 else s2, lr, hyper, step + 1,
@@ -372,7 +336,7 @@ def train_epoch(tid, n_threads, sync, shared, layout, act_params, params, grads,
                                          bn_state[ro + m:ro + 2 * m])
         if not barrier(sync, n_threads):
             return steps, rec - rec0, 2
-        for c in range(active):
+        for c in range(n_parts):
             if shared[SH_OK + c] == 0.0:
                 return steps, rec - rec0, 1
         steps += 1

@@ -29,6 +29,7 @@ from numba.core import cgutils
 from numba.extending import get_cython_function_address, intrinsic
 
 from .activations import TANH, dphi
+from .chunked import MAX_CHUNKS, chunk_bounds
 from .dense import (
     ACT,
     B_OFF,
@@ -49,10 +50,10 @@ from .dense import (
     weight,
 )
 from .losses import loss_and_output_grad
-from .mlp_train import barrier
 from .optim import REDUCE_FASTMATH, sumsq64
 from .scalar import like
 from .smallgemm import fits_block_kernels, matmul_part_into
+from .sync import barrier
 
 for _name in ("dsyrk", "ssyrk"):
     ll.add_symbol(f"neurosim_{_name}",
@@ -123,13 +124,6 @@ def gram_lower(a, out, chars, ints, scalars):
     _syrk(a, out, chars, ints, scalars)
 
 
-# Column chunks: the products of a layer of n >= 2 * SPLIT_UNIT units are split in two at a
-# multiple of SPLIT_UNIT columns (a multiple of the block kernels' panel width in both float
-# types, with AVX2 and with AVX-512). The split depends on n alone and threads take whole
-# chunks, so the numbers do not depend on the number of threads.
-MAX_CHUNKS = 2
-SPLIT_UNIT = 32
-
 # Per-chunk values of the current layer: float64 array ``parts`` of shape (MAX_CHUNKS, N_PARTS).
 PART_DSUM = 0  # ||sum_i delta[i, chunk]||^2
 PART_DPHI = 1  # sum of phi'(h)^2 over the batch and the chunk's units
@@ -138,15 +132,6 @@ PART_BSQ = 3  # ||b[chunk]||^2
 PART_GRAD = 4  # ||a^T delta[:, chunk]||_F^2 (direct form)
 PART_SCALE = 5  # power of two delta[:, chunk] was scaled by before its Gram matrix
 N_PARTS = 6
-
-
-@njit(cache=True)
-def chunk_bounds(n, c):
-    """Units ``[lo, hi)`` of chunk ``c`` of a layer of ``n`` units (``lo == hi``: empty)."""
-    if n < 2 * SPLIT_UNIT:
-        return (0, n) if c == 0 else (n, n)
-    mid = SPLIT_UNIT * ((n + 2 * SPLIT_UNIT - 1) // (2 * SPLIT_UNIT))
-    return (0, mid) if c == 0 else (mid, n)
 
 
 @njit(cache=True)
@@ -305,7 +290,7 @@ def profile_pass(tid, n_threads, sync, layout, act_params, params, X, Y, loss_co
     ----------
     tid, n_threads : int
     sync : ndarray of int64, shape (SYNC_SIZE,)
-        Barrier state (:func:`neurosim.kernels.mlp_train.barrier`), zero at the start.
+        Barrier state (:func:`neurosim.kernels.sync.barrier`), zero at the start.
     layout, act_params, params
         The network (:mod:`.dense`).
     X, Y : ndarray, shapes (nb, n_0), (nb, n_L)

@@ -480,7 +480,7 @@ def matmul_into(a, b, c):
 
 
 @njit(cache=True, error_model="numpy")
-def matmul_part_into(a, b, c):
+def matmul_part_into(a, b, c, blas=False):
     """``c = a @ b`` in place, for one part of a product that the caller has split (by
     columns, between threads): the block kernels whatever the size, else BLAS.
 
@@ -493,15 +493,18 @@ def matmul_part_into(a, b, c):
     c : ndarray, shape (m, n)
         Output, any strides (a column slice of a larger result), same float type; must not
         overlap ``a`` or ``b``.
+    blas : bool, optional
+        Take BLAS even where the block kernels could run (for the parts of a product that
+        :func:`matmul_into` would give to BLAS whole).
 
     Notes
     -----
     Large parts take the block kernels too: BLAS would block and thread the part for a
-    whole product. Where the block kernels cannot run (:func:`fits_block_kernels`), ``b`` and
-    the result go through contiguous copies to ``np.dot``, which takes only contiguous
-    operands.
+    whole product. Where the block kernels cannot run (:func:`fits_block_kernels`) or
+    ``blas`` is set, ``b`` and the result go through contiguous copies to ``np.dot``, which
+    takes only contiguous operands.
     """
-    if fits_block_kernels(a, b, c):
+    if not blas and fits_block_kernels(a, b, c):
         _block_product(a, b, c)
         return
     out = np.empty(c.shape, c.dtype)

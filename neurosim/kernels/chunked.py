@@ -1,0 +1,171 @@
+"""Column chunks: one layer's work split between threads by output columns.
+
+A layer of ``n >= 2 * SPLIT_UNIT`` units is split into two chunks of columns at a multiple of
+``SPLIT_UNIT`` (a multiple of the block kernels' panel width in both float types, with AVX2 and
+with AVX-512); a narrower layer is one chunk. The split depends on ``n`` alone and threads take
+whole chunks, so whatever the number of threads every value is computed by the same
+operations.
+
+:func:`forward_backward_chunked` is the whole-batch loss and gradient of
+:func:`neurosim.kernels.dense.forward_backward` (without batch norm) computed this way by up to
+``MAX_CHUNKS`` threads: the forward product ``a_{l-1} W_l``, the activation, ``delta_l``, the
+bias gradient and ``dL/dW_l = a_{l-1}^T delta_l`` by columns of the layer, the error
+``delta_l W_l^T`` by columns of the layer below. Unlike two half-batch shards, nothing is
+computed twice or combined afterwards, and each product is formed once on the whole batch.
+"""
+
+from numba import njit
+
+from .dense import (
+    ACT,
+    B_OFF,
+    DROPOUT,
+    FASTMATH,
+    N_IN,
+    N_OUT,
+    SKIP,
+    SLOPE_OFF,
+    _act_params,
+    activation_backward_cols,
+    add_cols,
+    bias_activation_cols,
+    block,
+    combine_output_cols,
+    has_separate_outputs,
+    layer_input,
+    vector,
+    weight,
+)
+from .losses import loss_and_output_grad
+from .smallgemm import matmul_part_into, uses_block_kernels
+from .sync import barrier
+
+MAX_CHUNKS = 2
+SPLIT_UNIT = 32
+
+
+@njit(cache=True)
+def chunk_bounds(n, c):
+    """Units ``[lo, hi)`` of chunk ``c`` of a layer of ``n`` units (``lo == hi``: empty)."""
+    if n < 2 * SPLIT_UNIT:
+        return (0, n) if c == 0 else (n, n)
+    mid = SPLIT_UNIT * ((n + 2 * SPLIT_UNIT - 1) // (2 * SPLIT_UNIT))
+    return (0, mid) if c == 0 else (mid, n)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=FASTMATH)
+def forward_backward_chunked(tid, n_threads, sync, layout, act_params, params, X, Y, loss_code,
+                             training, H, U, A, MK, D, G0, G1, grad, slope_parts, loss):
+    """Loss and gradients of one batch (no batch norm), by column chunks that ``n_threads``
+    threads share (this one is ``tid``).
+
+    The threads meet at one barrier per layer forward, one after the loss and two per layer
+    backward; the results do not depend on ``n_threads``. A product whose whole would go to
+    BLAS in :func:`neurosim.kernels.smallgemm.matmul_into` goes to BLAS chunk by chunk (which
+    must run on one thread; the caller arranges it), else to the block kernels.
+
+    Parameters
+    ----------
+    tid, n_threads : int
+    sync : ndarray of int64, shape (SYNC_SIZE,)
+        Barrier state (:func:`neurosim.kernels.sync.barrier`).
+    layout, act_params, params
+        The network (:mod:`.dense`).
+    X, Y : ndarray, shapes (nb, n_0), (nb, n_L)
+        Inputs and targets (C-contiguous, the network's float type).
+    loss_code : int
+    training : bool
+        Dropout masks from ``MK`` (True) or none (False).
+    H, U, A, MK, D, G0, G1 : ndarray
+        Workspaces of :func:`neurosim.kernels.dense.forward_backward` for ``nb`` samples.
+    grad : ndarray, shape (P,)
+        Written with the gradient of every parameter.
+    slope_parts : ndarray of float64, shape (MAX_CHUNKS,)
+        Scratch: a PReLU layer's slope gradient per chunk (added in chunk order).
+    loss : ndarray of float64, shape (1,)
+        Written by thread 0 with the batch-mean loss.
+
+    Returns
+    -------
+    bool
+        False when another thread aborted (``sync[SYNC_ABORT]``).
+    """
+    nb = X.shape[0]
+    n_layers = layout.shape[0]
+    separate = has_separate_outputs(layout)
+    for l in range(n_layers):
+        n = layout[l, N_OUT]
+        a_prev = layer_input(X, A, U, nb, layout, l, separate)
+        w = weight(params, layout, l)
+        b = vector(params, layout[l, B_OFF], n)
+        h = block(H, nb, layout, l)
+        u = block(U, nb, layout, l)
+        a = block(A, nb, layout, l)
+        use_mask = training and layout[l, DROPOUT] == 1
+        mk = block(MK, nb, layout, l) if use_mask else u
+        use_skip = layout[l, SKIP] == 1
+        p0, p1, p2 = _act_params(layout, act_params, params, l)
+        blas = not uses_block_kernels(a_prev, w, h)
+        for c in range(tid, MAX_CHUNKS, n_threads):
+            lo, hi = chunk_bounds(n, c)
+            if lo < hi:
+                matmul_part_into(a_prev, w[:, lo:hi], h[:, lo:hi], blas)
+                bias_activation_cols(h, b, layout[l, ACT], p0, p1, p2, u, lo, hi)
+                if separate:
+                    combine_output_cols(u, mk, use_mask, a_prev if use_skip else u, use_skip, a,
+                                        lo, hi)
+        if not barrier(sync, n_threads):
+            return False
+    last = n_layers - 1
+    n_out = layout[last, N_OUT]
+    if tid == 0:
+        output = block(A if separate else U, nb, layout, last)
+        loss[0] = loss_and_output_grad(loss_code, output, Y,
+                                       G0[:nb * n_out].reshape((nb, n_out)))
+    if not barrier(sync, n_threads):
+        return False
+    cur = G0
+    nxt = G1
+    for l in range(last, -1, -1):
+        n = layout[l, N_OUT]
+        n_in = layout[l, N_IN]
+        g = cur[:nb * n].reshape((nb, n))
+        delta = block(D, nb, layout, l)
+        use_mask = training and layout[l, DROPOUT] == 1
+        mk = block(MK, nb, layout, l) if use_mask else g
+        h = block(H, nb, layout, l)
+        u = block(U, nb, layout, l)
+        w = weight(params, layout, l)
+        dw = weight(grad, layout, l)
+        db = vector(grad, layout[l, B_OFF], n)
+        a_t = layer_input(X, A, U, nb, layout, l, separate).T
+        p0, p1, p2 = _act_params(layout, act_params, params, l)
+        blas = not uses_block_kernels(a_t, delta, dw)
+        for c in range(tid, MAX_CHUNKS, n_threads):
+            lo, hi = chunk_bounds(n, c)
+            slope_parts[c] = 0.0
+            if lo < hi:
+                slope_parts[c] = activation_backward_cols(g, mk, use_mask, h, u, layout[l, ACT],
+                                                          p0, p1, p2, delta, db, lo, hi)
+                matmul_part_into(a_t, delta[:, lo:hi], dw[:, lo:hi], blas)
+        if not barrier(sync, n_threads):
+            return False
+        if layout[l, SLOPE_OFF] >= 0 and tid == 0:
+            total = 0.0
+            for c in range(MAX_CHUNKS):
+                total += slope_parts[c]
+            grad[layout[l, SLOPE_OFF]] = total
+        if l > 0:
+            below = nxt[:nb * n_in].reshape((nb, n_in))
+            blas = not uses_block_kernels(delta, w.T, below)
+            for c in range(tid, MAX_CHUNKS, n_threads):
+                lo, hi = chunk_bounds(n_in, c)
+                if lo < hi:
+                    matmul_part_into(delta, w[lo:hi, :].T, below[:, lo:hi], blas)
+                    if layout[l, SKIP] == 1:
+                        add_cols(g, below, lo, hi)
+            cur, nxt = nxt, cur
+        if not barrier(sync, n_threads):
+            return False
+    return True
+
