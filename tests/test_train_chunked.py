@@ -136,3 +136,35 @@ def test_which_steps_are_chunked(data, monkeypatch):
     bn = ns.MLP([70, 256, 256, 10], batchnorm=True)
     trainer = MLPTrainer(bn, X, Y, batch_size=40, threads=2, shards=1)
     assert not trainer.chunked and trainer.threads == 1
+
+
+@pytest.mark.parametrize("clip_value", [np.inf, 0.003])
+def test_checks_taken_during_the_backward_pass_cover_every_parameter(clip_value):
+    """The sums of squares and finiteness probes the chunked pass takes chunk by chunk add up
+    to those of one pass over the whole gradient, PReLU slopes included; a non-finite gradient
+    is flagged."""
+    from neurosim.kernels.chunked import MAX_CHUNKS, forward_backward_chunked
+    from neurosim.kernels.optim import clipped_sumsq
+    from neurosim.kernels.sync import SYNC_SIZE
+
+    rng = np.random.default_rng(7)
+    net = ns.MLP([70, 200, 96, 10], activation="prelu", seed=3)
+    X = rng.standard_normal((24, 70))
+    Y = rng.standard_normal((24, 10))
+    work = (*net._workspace(24, False), *net._backward_workspace(24))
+    H, U, A, _, _, MK, D, G0, G1, _ = work
+    grad = np.empty_like(net.params)
+    checks = np.full((2, MAX_CHUNKS), 5.0)
+    loss = np.zeros(1)
+    for inputs, finite in ((X, True), (np.where(X > 2.5, np.inf, X), False)):
+        assert forward_backward_chunked(0, 1, np.zeros(SYNC_SIZE, np.int64), net.layout,
+                                        net.act_params, net.params, inputs, Y, 0, True, H, U, A,
+                                        MK, D, G0, G1, grad, clip_value, True,
+                                        np.zeros(MAX_CHUNKS), checks, loss)
+        total, whole_finite = clipped_sumsq(grad, clip_value, True)
+        assert whole_finite == finite and np.all(np.isfinite(grad)) == finite
+        if finite:
+            assert checks[0].sum() == pytest.approx(total, rel=1e-12)
+            np.testing.assert_array_equal(checks[1], 0.0)
+        else:
+            assert np.isnan(checks[1]).any()

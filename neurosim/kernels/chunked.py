@@ -14,6 +14,7 @@ bias gradient and ``dL/dW_l = a_{l-1}^T delta_l`` by columns of the layer, the e
 computed twice or combined afterwards, and each product is formed once on the whole batch.
 """
 
+import numpy as np
 from numba import njit
 
 from .dense import (
@@ -37,6 +38,7 @@ from .dense import (
     weight,
 )
 from .losses import loss_and_output_grad
+from .optim import REDUCE_FASTMATH, clipped_sumsq
 from .smallgemm import matmul_part_into, uses_block_kernels
 from .sync import barrier
 
@@ -53,16 +55,35 @@ def chunk_bounds(n, c):
     return (0, mid) if c == 0 else (mid, n)
 
 
+@njit(cache=True, error_model="numpy", fastmath=REDUCE_FASTMATH)
+def _check_columns(dw, db, lo, hi, clip_value, with_sumsq, checks, c):
+    """Adds the checks of ``dw[:, lo:hi]`` and ``db[lo:hi]`` to column ``c`` of ``checks``."""
+    total = 0.0
+    finite = True
+    for i in range(dw.shape[0]):
+        row_sq, row_finite = clipped_sumsq(dw[i, lo:hi], clip_value, with_sumsq)
+        total += row_sq
+        finite = finite and row_finite
+    row_sq, row_finite = clipped_sumsq(db[lo:hi], clip_value, with_sumsq)
+    checks[0, c] += total + row_sq
+    if not (finite and row_finite):
+        checks[1, c] = np.nan
+
+
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=FASTMATH)
 def forward_backward_chunked(tid, n_threads, sync, layout, act_params, params, X, Y, loss_code,
-                             training, H, U, A, MK, D, G0, G1, grad, slope_parts, loss):
+                             training, H, U, A, MK, D, G0, G1, grad, clip_value, with_sumsq,
+                             slope_parts, checks, loss):
     """Loss and gradients of one batch (no batch norm), by column chunks that ``n_threads``
     threads share (this one is ``tid``).
 
     The threads meet at one barrier per layer forward, one after the loss and two per layer
-    backward; the results do not depend on ``n_threads``. A product whose whole would go to
-    BLAS in :func:`neurosim.kernels.smallgemm.matmul_into` goes to BLAS chunk by chunk (which
-    must run on one thread; the caller arranges it), else to the block kernels.
+    backward; the results do not depend on ``n_threads``. The checks the optimizer step needs
+    (:func:`neurosim.kernels.optim.clipped_sumsq`) are taken on each chunk of the gradient
+    right after it is formed, while it is still in cache, instead of in a pass of their own.
+    A product whose whole would go to BLAS in :func:`neurosim.kernels.smallgemm.matmul_into`
+    goes to BLAS chunk by chunk (which must run on one thread; the caller arranges it), else
+    to the block kernels.
 
     Parameters
     ----------
@@ -80,8 +101,16 @@ def forward_backward_chunked(tid, n_threads, sync, layout, act_params, params, X
         Workspaces of :func:`neurosim.kernels.dense.forward_backward` for ``nb`` samples.
     grad : ndarray, shape (P,)
         Written with the gradient of every parameter.
+    clip_value : float
+        Value clipping threshold of the checks (``inf``: none), in the gradient's float type.
+    with_sumsq : bool
+        Whether the checks include the sum of squares (:func:`.optim.clipped_sumsq`).
     slope_parts : ndarray of float64, shape (MAX_CHUNKS,)
         Scratch: a PReLU layer's slope gradient per chunk (added in chunk order).
+    checks : ndarray of float64, shape (2, >= MAX_CHUNKS)
+        Written per chunk of units, over the layers: the sum of squares of the value-clipped
+        gradient (row 0; 0 unless ``with_sumsq``) and 0, or NaN where a gradient entry is
+        not finite (row 1). Their sums over the chunks cover every parameter.
     loss : ndarray of float64, shape (1,)
         Written by thread 0 with the batch-mean loss.
 
@@ -124,6 +153,9 @@ def forward_backward_chunked(tid, n_threads, sync, layout, act_params, params, X
                                        G0[:nb * n_out].reshape((nb, n_out)))
     if not barrier(sync, n_threads):
         return False
+    for c in range(tid, MAX_CHUNKS, n_threads):
+        checks[0, c] = 0.0
+        checks[1, c] = 0.0
     cur = G0
     nxt = G1
     for l in range(last, -1, -1):
@@ -148,13 +180,17 @@ def forward_backward_chunked(tid, n_threads, sync, layout, act_params, params, X
                 slope_parts[c] = activation_backward_cols(g, mk, use_mask, h, u, layout[l, ACT],
                                                           p0, p1, p2, delta, db, lo, hi)
                 matmul_part_into(a_t, delta[:, lo:hi], dw[:, lo:hi], blas)
+                _check_columns(dw, db, lo, hi, clip_value, with_sumsq, checks, c)
         if not barrier(sync, n_threads):
             return False
-        if layout[l, SLOPE_OFF] >= 0 and tid == 0:
+        so = layout[l, SLOPE_OFF]
+        if so >= 0 and tid == 0:
             total = 0.0
             for c in range(MAX_CHUNKS):
                 total += slope_parts[c]
-            grad[layout[l, SLOPE_OFF]] = total
+            grad[so] = total
+            _check_columns(grad[so:so + 1].reshape((1, 1)), grad[so:so], 0, 1, clip_value,
+                           with_sumsq, checks, 0)
         if l > 0:
             below = nxt[:nb * n_in].reshape((nb, n_in))
             blas = not uses_block_kernels(delta, w.T, below)

@@ -51,8 +51,10 @@ MAX_SHARDS = 2
 # gradient (checks, update) run in one range per shard, or MAX_CHUNKS ranges in chunked steps.
 MAX_RANGES = max(MAX_SHARDS, MAX_CHUNKS)
 SH_LOSS = 0  # per shard: its mean loss
-SH_SUMSQ = SH_LOSS + MAX_SHARDS  # per range: sum of squares of the clipped gradient
-SH_PROBE = SH_SUMSQ + MAX_RANGES  # per range: 0, or NaN when a gradient entry is not finite
+# per range: sum of squares of the clipped gradient, then 0, or NaN when a gradient entry is
+# not finite (chunked steps: per column chunk, over every layer)
+SH_SUMSQ = SH_LOSS + MAX_SHARDS
+SH_PROBE = SH_SUMSQ + MAX_RANGES
 SH_OK = SH_PROBE + MAX_RANGES  # per range: 1 when every update was finite
 SH_SLOPE = SH_OK + MAX_RANGES  # per column chunk: a PReLU slope's gradient (chunked steps)
 SH_DELTA = SH_SLOPE + MAX_CHUNKS  # per shard and layer: sum over rows of ||delta row||
@@ -233,7 +235,9 @@ def train_epoch(tid, n_threads, sync, shared, layout, act_params, params, grads,
             if not forward_backward_chunked(
                     tid, n_threads, sync, layout, act_params, params, XB[0, :nb], YB[0, :nb],
                     loss_code, training, H[0], U[0], A[0], MK[0], D[0], G0[0], G1[0], grads[0],
-                    shared[SH_SLOPE:SH_SLOPE + MAX_CHUNKS], shared[SH_LOSS:SH_LOSS + 1]):
+                    cv, with_sumsq, shared[SH_SLOPE:SH_SLOPE + MAX_CHUNKS],
+                    shared[SH_SUMSQ:SH_SUMSQ + 2 * MAX_RANGES].reshape((2, MAX_RANGES)),
+                    shared[SH_LOSS:SH_LOSS + 1]):
                 return steps, rec - rec0, 2
         else:
             # forward and backward, shard by shard
@@ -258,29 +262,23 @@ def train_epoch(tid, n_threads, sync, shared, layout, act_params, params, grads,
         w0 = 1.0
         w1 = 0.0
         n_parts = MAX_CHUNKS if chunked else active  # ranges of the flat passes below
-        if chunked:
-            for c in range(tid, n_parts, n_threads):
-                total, finite = clipped_sumsq(grads[0, c * n_params // n_parts:
-                                                    (c + 1) * n_params // n_parts],
-                                              cv, with_sumsq)
-                shared[SH_SUMSQ + c] = total
-                shared[SH_PROBE + c] = 0.0 if finite else np.nan
-        elif active == 1:
-            if tid == 0:
-                total, finite = clipped_sumsq(grads[0], cv, with_sumsq)
-                shared[SH_SUMSQ] = total
-                shared[SH_PROBE] = 0.0 if finite else np.nan
-        else:
-            w0 = (base + (1 if extra > 0 else 0)) / nb
-            w1 = 1.0 - w0
-            loss = w0 * shared[SH_LOSS] + w1 * shared[SH_LOSS + 1]
-            for c in range(tid, active, n_threads):
-                total, probe = combine_shards(grads, w0, w1, c * n_params // active,
-                                              (c + 1) * n_params // active, cv, with_sumsq)
-                shared[SH_SUMSQ + c] = total
-                shared[SH_PROBE + c] = probe
-        if not barrier(sync, n_threads):
-            return steps, rec - rec0, 2
+        if not chunked:  # (chunked steps took the checks during the backward pass)
+            if active == 1:
+                if tid == 0:
+                    total, finite = clipped_sumsq(grads[0], cv, with_sumsq)
+                    shared[SH_SUMSQ] = total
+                    shared[SH_PROBE] = 0.0 if finite else np.nan
+            else:
+                w0 = (base + (1 if extra > 0 else 0)) / nb
+                w1 = 1.0 - w0
+                loss = w0 * shared[SH_LOSS] + w1 * shared[SH_LOSS + 1]
+                for c in range(tid, active, n_threads):
+                    total, probe = combine_shards(grads, w0, w1, c * n_params // active,
+                                                  (c + 1) * n_params // active, cv, with_sumsq)
+                    shared[SH_SUMSQ + c] = total
+                    shared[SH_PROBE + c] = probe
+            if not barrier(sync, n_threads):
+                return steps, rec - rec0, 2
         finite = np.isfinite(loss)
         total_sq = 0.0
         for c in range(n_parts):
