@@ -954,7 +954,12 @@ def network_statistics(layer_activations, sigma_w, sigma_b, q0=1.0, fourth=False
     -------
     LayerStatistics
     """
-    acts = [_resolve(a) for a in layer_activations]
+    resolved = {}  # the same activation name on every layer is resolved once
+    acts = []
+    for a in layer_activations:
+        if isinstance(a, str) and a not in resolved:
+            resolved[a] = _resolve(a)
+        acts.append(resolved[a] if isinstance(a, str) else _resolve(a))
     sw = np.asarray(sigma_w, dtype=np.float64)
     sb = np.asarray(sigma_b, dtype=np.float64)
     n = len(acts)
@@ -966,18 +971,12 @@ def network_statistics(layer_activations, sigma_w, sigma_b, q0=1.0, fourth=False
         raise ValueError("sigma_w and sigma_b must be finite and >= 0")
     q0 = check_nonnegative("q0", q0)
     out = np.full((4, n), np.nan)
-    prev = q0
     prepared = [_prep(a) for a in acts]
-    for layer, (code, params, feats) in enumerate(prepared):
-        q = sw[layer] ** 2 * prev + sb[layer] ** 2
-        if q > Q_MAX:
-            break
-        s = math.sqrt(q)
-        out[0, layer] = q
-        for row, na, nb in ((1, 2, 0), (2, 0, 2), (3, 0, 4)):
-            if row == 3 and not fourth:
-                continue
-            out[row, layer] = _k.expect1(code, params, na, nb, 0, 0, 0.0, s, feats, RTOL,
-                                         _XK, _WK, _WG)
-        prev = out[1, layer]
+    codes = np.array([code for code, _, _ in prepared], dtype=np.int64)
+    params = np.array([p for _, p, _ in prepared], dtype=np.float64).reshape(n, 3)
+    features = np.concatenate([f for _, _, f in prepared]) if n else np.zeros((0, 2))
+    start = np.concatenate([[0], np.cumsum([f.shape[0] for _, _, f in prepared])]).astype(
+        np.int64)
+    _k.length_map(codes, params, features, start, sw, sb, q0, fourth, Q_MAX, RTOL, _XK, _WK,
+                  _WG, out)
     return LayerStatistics(*out)

@@ -279,3 +279,48 @@ def expect2(code, params, fa, fb, ga, gb, q1, q2, c, features, rtol, xk, wk, wg)
                  _panel2(code, params, fa, fb, ga, gb, sq1, sq2, c, sc, lo2, hi2, features,
                          rtol, xk, wk, wg, vals), depth)
         top += 2
+
+
+@njit(cache=True, nogil=True)
+def length_map(codes, params, features, feature_start, sigma_w, sigma_b, q0, fourth, q_max,
+               rtol, xk, wk, wg, out):
+    """The length map through layers with their own activations and weight scales, in one
+    compiled loop: for layer ``l``, ``q_l = sigma_w[l]^2 E[phi_{l-1}^2] + sigma_b[l]^2`` (with
+    ``q0`` before the first layer) and the moments of ``h_l ~ N(0, q_l)``.
+
+    Parameters
+    ----------
+    codes : ndarray of int64, shape (L,)
+        Activation codes.
+    params : ndarray, shape (L, 3)
+        Activation parameters.
+    features, feature_start : ndarray, shapes (K, 2) and (L + 1,)
+        Every layer's features (as :func:`expect1`) one after the other; layer ``l``'s are
+        rows ``feature_start[l]:feature_start[l + 1]``.
+    sigma_w, sigma_b : ndarray, shape (L,)
+    q0 : float
+    fourth : bool
+        Also ``E[phi'^4]``.
+    q_max : float
+        Stop (leaving the rest of ``out`` as it is) at the first ``q`` above this.
+    rtol, xk, wk, wg
+        As in :func:`expect1`.
+    out : ndarray of float64, shape (4, L)
+        Written per layer: ``q``, ``E[phi^2]``, ``E[phi'^2]`` and ``E[phi'^4]`` (when
+        ``fourth``).
+    """
+    prev = q0
+    for layer in range(codes.shape[0]):
+        q = sigma_w[layer] ** 2 * prev + sigma_b[layer] ** 2
+        if q > q_max:
+            return
+        s = math.sqrt(q)
+        out[0, layer] = q
+        code = codes[layer]
+        p = params[layer]
+        f = features[feature_start[layer]:feature_start[layer + 1]]
+        out[1, layer] = expect1(code, p, 2, 0, 0, 0, 0.0, s, f, rtol, xk, wk, wg)
+        out[2, layer] = expect1(code, p, 0, 2, 0, 0, 0.0, s, f, rtol, xk, wk, wg)
+        if fourth:
+            out[3, layer] = expect1(code, p, 0, 4, 0, 0, 0.0, s, f, rtol, xk, wk, wg)
+        prev = out[1, layer]
