@@ -71,6 +71,66 @@ def _check_columns(dw, db, lo, hi, clip_value, with_sumsq, checks, c):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=FASTMATH)
+def forward_loss_chunked(tid, n_threads, sync, layout, act_params, params, X, Y, loss_code,
+                         training, H, U, A, MK, G0, loss):
+    """The forward pass of :func:`neurosim.kernels.dense.mlp_forward` (no batch norm) and the
+    loss, by column chunks that ``n_threads`` threads share; one barrier per layer and one
+    after the loss.
+
+    Arguments as in :func:`forward_backward_chunked`; ``G0[:nb * n_L]`` receives dL/d(output)
+    and ``loss[0]`` the batch-mean loss (thread 0). Returns False when another thread
+    aborted.
+    """
+    nb = X.shape[0]
+    n_layers = layout.shape[0]
+    separate = has_separate_outputs(layout)
+    for l in range(n_layers):
+        n = layout[l, N_OUT]
+        a_prev = layer_input(X, A, U, nb, layout, l, separate)
+        w = weight(params, layout, l)
+        b = vector(params, layout[l, B_OFF], n)
+        h = block(H, nb, layout, l)
+        u = block(U, nb, layout, l)
+        a = block(A, nb, layout, l)
+        use_mask = training and layout[l, DROPOUT] == 1
+        mk = block(MK, nb, layout, l) if use_mask else u
+        use_skip = layout[l, SKIP] == 1
+        p0, p1, p2 = _act_params(layout, act_params, params, l)
+        blas = not uses_block_kernels(a_prev, w, h)
+        for c in range(tid, MAX_CHUNKS, n_threads):
+            lo, hi = chunk_bounds(n, c)
+            if lo < hi:
+                matmul_part_into(a_prev, w[:, lo:hi], h[:, lo:hi], blas)
+                bias_activation_cols(h, b, layout[l, ACT], p0, p1, p2, u, lo, hi)
+                if separate:
+                    combine_output_cols(u, mk, use_mask, a_prev if use_skip else u, use_skip, a,
+                                        lo, hi)
+        if not barrier(sync, n_threads):
+            return False
+    last = n_layers - 1
+    n_out = layout[last, N_OUT]
+    if tid == 0:
+        output = block(A if separate else U, nb, layout, last)
+        loss[0] = loss_and_output_grad(loss_code, output, Y,
+                                       G0[:nb * n_out].reshape((nb, n_out)))
+    return barrier(sync, n_threads)
+
+
+@njit(cache=True, error_model="numpy", fastmath=FASTMATH)
+def error_below_chunked(tid, n_threads, delta, w, g, skip, below):
+    """This thread's chunks of ``below = delta W^T`` (``+ g`` through an identity skip), split
+    by the columns of ``below`` (the layer's inputs); no barrier."""
+    n_in = below.shape[1]
+    blas = not uses_block_kernels(delta, w.T, below)
+    for c in range(tid, MAX_CHUNKS, n_threads):
+        lo, hi = chunk_bounds(n_in, c)
+        if lo < hi:
+            matmul_part_into(delta, w[lo:hi, :].T, below[:, lo:hi], blas)
+            if skip:
+                add_cols(g, below, lo, hi)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=FASTMATH)
 def forward_backward_chunked(tid, n_threads, sync, layout, act_params, params, X, Y, loss_code,
                              training, H, U, A, MK, D, G0, G1, grad, clip_value, with_sumsq,
                              slope_parts, checks, loss):
@@ -119,40 +179,12 @@ def forward_backward_chunked(tid, n_threads, sync, layout, act_params, params, X
     bool
         False when another thread aborted (``sync[SYNC_ABORT]``).
     """
-    nb = X.shape[0]
-    n_layers = layout.shape[0]
-    separate = has_separate_outputs(layout)
-    for l in range(n_layers):
-        n = layout[l, N_OUT]
-        a_prev = layer_input(X, A, U, nb, layout, l, separate)
-        w = weight(params, layout, l)
-        b = vector(params, layout[l, B_OFF], n)
-        h = block(H, nb, layout, l)
-        u = block(U, nb, layout, l)
-        a = block(A, nb, layout, l)
-        use_mask = training and layout[l, DROPOUT] == 1
-        mk = block(MK, nb, layout, l) if use_mask else u
-        use_skip = layout[l, SKIP] == 1
-        p0, p1, p2 = _act_params(layout, act_params, params, l)
-        blas = not uses_block_kernels(a_prev, w, h)
-        for c in range(tid, MAX_CHUNKS, n_threads):
-            lo, hi = chunk_bounds(n, c)
-            if lo < hi:
-                matmul_part_into(a_prev, w[:, lo:hi], h[:, lo:hi], blas)
-                bias_activation_cols(h, b, layout[l, ACT], p0, p1, p2, u, lo, hi)
-                if separate:
-                    combine_output_cols(u, mk, use_mask, a_prev if use_skip else u, use_skip, a,
-                                        lo, hi)
-        if not barrier(sync, n_threads):
-            return False
-    last = n_layers - 1
-    n_out = layout[last, N_OUT]
-    if tid == 0:
-        output = block(A if separate else U, nb, layout, last)
-        loss[0] = loss_and_output_grad(loss_code, output, Y,
-                                       G0[:nb * n_out].reshape((nb, n_out)))
-    if not barrier(sync, n_threads):
+    if not forward_loss_chunked(tid, n_threads, sync, layout, act_params, params, X, Y,
+                                loss_code, training, H, U, A, MK, G0, loss):
         return False
+    nb = X.shape[0]
+    last = layout.shape[0] - 1
+    separate = has_separate_outputs(layout)
     for c in range(tid, MAX_CHUNKS, n_threads):
         checks[0, c] = 0.0
         checks[1, c] = 0.0
@@ -192,14 +224,8 @@ def forward_backward_chunked(tid, n_threads, sync, layout, act_params, params, X
             _check_columns(grad[so:so + 1].reshape((1, 1)), grad[so:so], 0, 1, clip_value,
                            with_sumsq, checks, 0)
         if l > 0:
-            below = nxt[:nb * n_in].reshape((nb, n_in))
-            blas = not uses_block_kernels(delta, w.T, below)
-            for c in range(tid, MAX_CHUNKS, n_threads):
-                lo, hi = chunk_bounds(n_in, c)
-                if lo < hi:
-                    matmul_part_into(delta, w[lo:hi, :].T, below[:, lo:hi], blas)
-                    if layout[l, SKIP] == 1:
-                        add_cols(g, below, lo, hi)
+            error_below_chunked(tid, n_threads, delta, w, g, layout[l, SKIP] == 1,
+                                nxt[:nb * n_in].reshape((nb, n_in)))
             cur, nxt = nxt, cur
         if not barrier(sync, n_threads):
             return False

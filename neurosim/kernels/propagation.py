@@ -29,7 +29,7 @@ from numba.core import cgutils
 from numba.extending import get_cython_function_address, intrinsic
 
 from .activations import TANH, dphi
-from .chunked import MAX_CHUNKS, chunk_bounds
+from .chunked import MAX_CHUNKS, chunk_bounds, error_below_chunked, forward_loss_chunked
 from .dense import (
     ACT,
     B_OFF,
@@ -41,15 +41,11 @@ from .dense import (
     W_OFF,
     _act_params,
     activation_backward_cols,
-    add_cols,
-    bias_activation_cols,
     block,
-    combine_output_cols,
     has_separate_outputs,
     layer_input,
     weight,
 )
-from .losses import loss_and_output_grad
 from .optim import REDUCE_FASTMATH, sumsq64
 from .scalar import like
 from .smallgemm import fits_block_kernels, matmul_part_into
@@ -327,39 +323,13 @@ def profile_pass(tid, n_threads, sync, layout, act_params, params, X, Y, loss_co
     bool
         False when another thread aborted (``sync[SYNC_ABORT]``).
     """
-    nb = X.shape[0]
-    n_layers = layout.shape[0]
-    separate = has_separate_outputs(layout)
     syrk_args = (np.empty(2, np.uint8), np.empty(4, np.int32), np.empty(2, X.dtype))
-    for l in range(n_layers):
-        n = layout[l, N_OUT]
-        a_prev = layer_input(X, A, U, nb, layout, l, separate)
-        w = weight(params, layout, l)
-        b = params[layout[l, B_OFF]:layout[l, B_OFF] + n]
-        h = block(H, nb, layout, l)
-        u = block(U, nb, layout, l)
-        a = block(A, nb, layout, l)
-        use_mask = training and layout[l, DROPOUT] == 1
-        mk = block(MK, nb, layout, l) if use_mask else u
-        p0, p1, p2 = _act_params(layout, act_params, params, l)
-        for c in range(tid, MAX_CHUNKS, n_threads):
-            lo, hi = chunk_bounds(n, c)
-            if lo < hi:
-                matmul_part_into(a_prev, w[:, lo:hi], h[:, lo:hi])
-                bias_activation_cols(h, b, layout[l, ACT], p0, p1, p2, u, lo, hi)
-                if separate:
-                    use_skip = layout[l, SKIP] == 1
-                    combine_output_cols(u, mk, use_mask, a_prev if use_skip else u, use_skip, a,
-                                        lo, hi)
-        if not barrier(sync, n_threads):
-            return False
-    last = n_layers - 1
-    n_out = layout[last, N_OUT]
-    if tid == 0:
-        output = block(A if separate else U, nb, layout, last)
-        loss[0] = loss_and_output_grad(loss_code, output, Y, G0[:nb * n_out].reshape((nb, n_out)))
-    if not barrier(sync, n_threads):
+    if not forward_loss_chunked(tid, n_threads, sync, layout, act_params, params, X, Y,
+                                loss_code, training, H, U, A, MK, G0, loss):
         return False
+    nb = X.shape[0]
+    last = layout.shape[0] - 1
+    separate = has_separate_outputs(layout)
     cur = G0
     nxt = G1
     for l in range(last, -1, -1):
@@ -397,13 +367,8 @@ def profile_pass(tid, n_threads, sync, layout, act_params, params, X, Y, loss_co
         if tid == l % n_threads:  # threads take turns, so neither waits for the other
             _combine_chunks(n, n_in, nb, gram, GA, GE, parts, row_sq, out, l)
         if l > 0:
-            below = nxt[:nb * n_in].reshape((nb, n_in))
-            for c in range(tid, MAX_CHUNKS, n_threads):
-                lo, hi = chunk_bounds(n_in, c)
-                if lo < hi:
-                    matmul_part_into(delta, w[lo:hi, :].T, below[:, lo:hi])
-                    if layout[l, SKIP] == 1:
-                        add_cols(g, below, lo, hi)
+            error_below_chunked(tid, n_threads, delta, w, g, layout[l, SKIP] == 1,
+                                nxt[:nb * n_in].reshape((nb, n_in)))
             cur, nxt = nxt, cur
         if not barrier(sync, n_threads):
             return False
