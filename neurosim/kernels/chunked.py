@@ -10,8 +10,10 @@ operations.
 :func:`neurosim.kernels.dense.forward_backward` (without batch norm) computed this way by up to
 ``MAX_CHUNKS`` threads: the forward product ``a_{l-1} W_l``, the activation, ``delta_l``, the
 bias gradient and ``dL/dW_l = a_{l-1}^T delta_l`` by columns of the layer, the error
-``delta_l W_l^T`` by columns of the layer below. Unlike two half-batch shards, nothing is
-computed twice or combined afterwards, and each product is formed once on the whole batch.
+``delta_l W_l^T`` by columns of the layer below. Unlike two half-batch shards, no per-shard
+gradients are formed and added afterwards, and each product runs on the whole batch.
+:func:`forward_loss_chunked` and :func:`error_below_chunked` also serve the propagation
+profile (:func:`neurosim.kernels.propagation.profile_pass`).
 """
 
 import numpy as np
