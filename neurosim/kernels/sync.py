@@ -18,15 +18,24 @@ SYNC_ABORT = 2
 SYNC_SIZE = 3
 
 
+def _is_int64_vector(arr):
+    return isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.ndim == 1
+
+
+def _element_pointer(context, builder, signature, args):
+    """Pointer to ``args[0][args[1]]`` (an int64 vector and an index)."""
+    aryty = signature.args[0]
+    ary = context.make_array(aryty)(context, builder, args[0])
+    return cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
+
+
 @intrinsic
 def _atomic_add(typingctx, arr, index, value):
-    if not (isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.ndim == 1):
+    if not _is_int64_vector(arr):
         return None
 
     def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
+        ptr = _element_pointer(context, builder, signature, args)
         return builder.atomic_rmw("add", ptr, args[2], "seq_cst")
 
     return types.int64(arr, types.intp, types.int64), codegen
@@ -34,14 +43,12 @@ def _atomic_add(typingctx, arr, index, value):
 
 @intrinsic
 def _atomic_load(typingctx, arr, index):
-    if not (isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.ndim == 1):
+    if not _is_int64_vector(arr):
         return None
 
     def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
-        return builder.load_atomic(ptr, "seq_cst", 8)
+        return builder.load_atomic(_element_pointer(context, builder, signature, args),
+                                   "seq_cst", 8)
 
     return types.int64(arr, types.intp), codegen
 
