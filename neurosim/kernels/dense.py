@@ -307,6 +307,8 @@ def activation_backward_cols(g, mask, use_mask, h, u, code, p0, p1, p2, delta, d
         return _delta_rows(LINEAR, g, mask, use_mask, h, u, delta, ds, lo, hi, p0, p1, p2)
     if code == LEAKY_RELU:
         return _delta_rows(LEAKY_RELU, g, mask, use_mask, h, u, delta, ds, lo, hi, p0, p1, p2)
+    if code == PRELU:  # leaky ReLU's loop plus the slope gradient's sum
+        return _delta_rows(PRELU, g, mask, use_mask, h, u, delta, ds, lo, hi, p0, p1, p2)
     if code == HARD_TANH:
         return _delta_rows(HARD_TANH, g, mask, use_mask, h, u, delta, ds, lo, hi, p0, p1, p2)
     if code == SOFTSIGN:
