@@ -97,17 +97,20 @@ def neurosim_candidates(D, H, B, threads, extras=True):
     # half-batch shards, one per thread, or one whole-batch shard (chunked by columns between
     # the threads for a net worth a second thread); a net too small for a second thread runs
     # on one, where two shards are only slower.
-    settings = [2, 1] if trainer(B, 10**12, 2).threads == 2 else [1]
-    if len(settings) > 1:
-        trial = interleaved({s: trainer(B, 10**12, s).run_epoch for s in settings},
-                            samples=30, rounds=3, warmup=2)
-        settings.sort(key=lambda s: trial[s]["median"])
-    shards = settings[0]
-    variants = [("neurosim", B, 10**12)]
+    one_step = {2: trainer(B, 10**12, 2)}
+    if one_step[2].threads == 2:
+        one_step[1] = trainer(B, 10**12, 1)
+        trial = interleaved({s: t.run_epoch for s, t in one_step.items()}, samples=30,
+                            rounds=3, warmup=2)
+        shards = min(one_step, key=lambda s: trial[s]["median"])
+    else:
+        shards = 1
+        one_step = {1: trainer(B, 10**12, 1)}
+    out = {"neurosim": one_step[shards].run_epoch}
     if extras:
-        variants += [("neurosim/epoch", EPOCH_STEPS * B, 10**12), ("neurosim+rec", B, 1)]
-    return {name: trainer(n, record_every, shards).run_epoch
-            for name, n, record_every in variants}, shards
+        out["neurosim/epoch"] = trainer(EPOCH_STEPS * B, 10**12, shards).run_epoch
+        out["neurosim+rec"] = trainer(B, 1, shards).run_epoch
+    return out, shards
 
 
 def numpy_candidate(D, H, B):
